@@ -1,0 +1,15 @@
+#pragma once
+// Writing RGB images (debug dumps, test fixtures). Both write a temp file and rename it into place.
+#include <string>
+
+#include "image/image.h"
+
+namespace p2dpo::image {
+
+// 8-bit RGB PNG. Throws InputError naming `path` on failure.
+void write_png_atomic(const std::string& path, const ImageU8& img);
+
+// Baseline JPEG, 4:2:0, libjpeg defaults otherwise; quality 1..100.
+void write_jpeg_atomic(const std::string& path, const ImageU8& img, int quality);
+
+}  // namespace p2dpo::image
