@@ -4,7 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
-export CCACHE_DIR=${CCACHE_DIR:-$PWD/.cache/ccache}
 cmake -S . -B build-fuzz -G Ninja -DP2DPO_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
 cmake --build build-fuzz -j "$(nproc)"
 for src in fuzz/*.cpp; do

@@ -1,0 +1,71 @@
+#include "cli/common.h"
+
+#include <torch/torch.h>
+
+#include <iostream>
+#include <sstream>
+
+#include "image/decode.h"
+#include "io/errors.h"
+
+namespace p2dpo::cli {
+
+void ModelFlags::add(CLI::App* cmd) {
+  cmd->add_option("--model", model_dir, "Hugging Face model directory (config.json, safetensors, tokenizer)")
+      ->required();
+  cmd->add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--dtype", dtype, "weights dtype: float32, bfloat16, float16")->capture_default_str();
+  cmd->add_flag("--pad-to-square", pad_to_square, "pad images to a square with the mean colour (original LLaVA)");
+}
+
+std::unique_ptr<models::VisionLanguageModel> ModelFlags::load() const {
+  models::LoadOptions opts;
+  opts.device = models::parse_device(device, "--device");
+  opts.dtype = models::parse_dtype(dtype, "--dtype");
+  opts.pad_to_square = pad_to_square;
+  return models::load_model(model_dir, opts);
+}
+
+std::vector<models::PreparedImage> load_images(models::VisionLanguageModel& model,
+                                               const std::vector<std::string>& paths) {
+  std::vector<models::PreparedImage> out;
+  for (const auto& p : paths) out.push_back(model.prepare_image(image::decode_image_file(p)));
+  return out;
+}
+
+void print_result(const nlohmann::json& j, bool as_json) {
+  if (as_json) {
+    std::cout << j.dump() << std::endl;
+    return;
+  }
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    std::cout << it.key() << ": ";
+    if (it->is_string()) {
+      std::cout << it->get<std::string>();
+    } else {
+      std::cout << it->dump();
+    }
+    std::cout << "\n";
+  }
+}
+
+std::vector<int64_t> parse_id_list(const std::string& s, const std::string& flag) {
+  std::vector<int64_t> ids;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    try {
+      size_t used = 0;
+      long long v = std::stoll(item, &used);
+      if (used != item.size() || v < 0) throw std::invalid_argument(item);
+      ids.push_back(v);
+    } catch (const std::exception&) {
+      throw InputError(flag, "'" + item + "' is not a token id");
+    }
+  }
+  if (ids.empty()) throw InputError(flag, "no token ids given");
+  return ids;
+}
+
+}  // namespace p2dpo::cli

@@ -1,0 +1,31 @@
+#pragma once
+// Options and helpers shared by the subcommands that load a model.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/load.h"
+
+namespace p2dpo::cli {
+
+struct ModelFlags {
+  std::string model_dir;
+  std::string device = "cpu";
+  std::string dtype = "float32";
+  bool pad_to_square = false;
+  void add(CLI::App* cmd);
+  std::unique_ptr<models::VisionLanguageModel> load() const;
+};
+
+std::vector<models::PreparedImage> load_images(models::VisionLanguageModel& model,
+                                               const std::vector<std::string>& paths);
+
+// Prints JSON (with --json) or a short human-readable rendering.
+void print_result(const nlohmann::json& j, bool as_json);
+
+std::vector<int64_t> parse_id_list(const std::string& s, const std::string& flag);
+
+}  // namespace p2dpo::cli

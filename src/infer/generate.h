@@ -1,0 +1,58 @@
+#pragma once
+// Generation: greedy and sampling (HF's processor order: temperature -> top-k -> top-p), batched
+// over prompts of different lengths with left padding, KV-cached, stopping on EOS. The same loop
+// steps several contexts of one sequence together (contrastive decoding: expert and amateur in
+// one batched forward), combining their next-token logits with a caller-given function.
+#include <torch/types.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "models/vlm.h"
+
+namespace p2dpo::infer {
+
+struct SamplingConfig {
+  int max_new_tokens = 64;
+  double temperature = 0.0;  // 0 = greedy (argmax, first max on ties)
+  double top_p = 1.0;
+  int top_k = 0;             // 0 = off
+  uint64_t seed = 0;         // sequence i samples from its own generator seeded seed + i
+  bool stop_on_eos = true;
+  std::vector<int64_t> eos_token_ids;  // empty = the model's
+  bool use_cache = true;               // false recomputes the whole sequence each step (benchmarks)
+  bool greedy() const { return temperature <= 0.0; }
+};
+
+struct GenerationRequest {
+  std::vector<int64_t> prompt_ids;  // image tokens expanded
+  torch::Tensor image_features;     // [n_images, tokens, hidden] (undefined if no image)
+  std::optional<uint64_t> seed;     // overrides SamplingConfig::seed + index
+};
+
+struct GenerationResult {
+  std::vector<int64_t> token_ids;   // generated tokens, EOS included when it stopped on one
+  std::vector<float> logprobs;      // log-softmax of the (combined) scores before warping
+  bool stopped_on_eos = false;
+};
+
+std::vector<GenerationResult> generate(models::VisionLanguageModel& model,
+                                       const std::vector<GenerationRequest>& requests,
+                                       const SamplingConfig& cfg);
+
+// logits [N, K, V] (sequence, context) -> scores [N, V] to pick from.
+using LogitsCombiner = std::function<torch::Tensor(const torch::Tensor&)>;
+
+// contexts[i] lists the K contexts of sequence i (same K for all). Every chosen token is appended
+// to all K contexts of its sequence.
+std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel& model,
+                                                     const std::vector<std::vector<GenerationRequest>>& contexts,
+                                                     const LogitsCombiner& combine,
+                                                     const SamplingConfig& cfg);
+
+// The warpers alone (exposed for tests): temperature, top-k, top-p on scores [N, V].
+torch::Tensor warp_scores(const torch::Tensor& scores, const SamplingConfig& cfg);
+
+}  // namespace p2dpo::infer

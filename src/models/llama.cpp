@@ -1,0 +1,248 @@
+#include "models/llama.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "io/errors.h"
+#include "models/weights.h"
+
+namespace p2dpo::models {
+
+namespace {
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
+}
+
+// [B, n_kv, T, d] -> [B, n_kv * rep, T, d], head h reading kv head h / rep (HF repeat_kv).
+torch::Tensor repeat_kv(const torch::Tensor& x, int64_t rep) {
+  if (rep == 1) return x;
+  const int64_t B = x.size(0), n = x.size(1), T = x.size(2), d = x.size(3);
+  return x.unsqueeze(2).expand({B, n, rep, T, d}).reshape({B, n * rep, T, d});
+}
+}  // namespace
+
+LlamaDecoder::LlamaDecoder(WeightStore& w, const std::string& pm, const std::string& ph,
+                           const io::LlamaConfig& cfg, const std::string& config_file)
+    : cfg_(cfg) {
+  const std::string& rope_type = cfg.rope_scaling.type;
+  if (!rope_type.empty() && rope_type != "default" && rope_type != "linear") {
+    throw InputError(config_file, "field 'text_config.rope_scaling': rope type '" + rope_type +
+                                      "' is not supported (default, linear are)");
+  }
+  check_activation_supported(cfg.hidden_act, config_file, "text_config.hidden_act");
+  const int64_t H = cfg.hidden_size, I = cfg.intermediate_size, d = cfg.head_dim;
+  const int64_t nq = cfg.num_attention_heads, nkv = cfg.num_key_value_heads;
+  embed_tokens_ = w.get(pm + ".embed_tokens.weight", {cfg.vocab_size, H}, "text_config.vocab_size");
+  if (w.contains(ph + ".weight")) {
+    lm_head_ = w.get(ph + ".weight", {cfg.vocab_size, H}, "text_config.vocab_size");
+  } else if (cfg.tie_word_embeddings) {
+    lm_head_ = embed_tokens_;
+  } else {
+    throw InputError(w.dir(), "missing tensor '" + ph + ".weight' (tie_word_embeddings is false)");
+  }
+  norm_.weight = w.get(pm + ".norm.weight", {H}, "text_config.hidden_size");
+  norm_.eps = cfg.rms_norm_eps;
+  for (int i = 0; i < cfg.num_hidden_layers; ++i) {
+    const std::string p = pm + ".layers." + std::to_string(i);
+    LlamaLayer l;
+    l.input_layernorm.weight = w.get(p + ".input_layernorm.weight", {H}, "text_config.hidden_size");
+    l.input_layernorm.eps = cfg.rms_norm_eps;
+    l.post_attention_layernorm.weight =
+        w.get(p + ".post_attention_layernorm.weight", {H}, "text_config.hidden_size");
+    l.post_attention_layernorm.eps = cfg.rms_norm_eps;
+    l.q_proj = Linear::load(w, p + ".self_attn.q_proj", H, nq * d, cfg.attention_bias,
+                            "text_config.num_attention_heads*head_dim");
+    l.k_proj = Linear::load(w, p + ".self_attn.k_proj", H, nkv * d, cfg.attention_bias,
+                            "text_config.num_key_value_heads*head_dim");
+    l.v_proj = Linear::load(w, p + ".self_attn.v_proj", H, nkv * d, cfg.attention_bias,
+                            "text_config.num_key_value_heads*head_dim");
+    l.o_proj = Linear::load(w, p + ".self_attn.o_proj", nq * d, H, cfg.attention_bias,
+                            "text_config.num_attention_heads*head_dim");
+    l.gate_proj = Linear::load(w, p + ".mlp.gate_proj", H, I, cfg.mlp_bias, "text_config.intermediate_size");
+    l.up_proj = Linear::load(w, p + ".mlp.up_proj", H, I, cfg.mlp_bias, "text_config.intermediate_size");
+    l.down_proj = Linear::load(w, p + ".mlp.down_proj", I, H, cfg.mlp_bias, "text_config.intermediate_size");
+    layers_.push_back(std::move(l));
+  }
+  // inv_freq exactly as HF: 1 / base^(arange(0, d, 2).float() / d), kept in fp32.
+  auto exponents = torch::arange(0, d, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(d);
+  inv_freq_ = 1.0 / torch::pow(torch::tensor(static_cast<float>(cfg.rope_theta)), exponents);
+  if (rope_type == "linear") inv_freq_ = inv_freq_ / static_cast<float>(cfg.rope_scaling.factor);
+  inv_freq_ = inv_freq_.to(embed_tokens_.device());
+}
+
+torch::Tensor LlamaDecoder::embed(const torch::Tensor& ids) const {
+  return embed_tokens_.index_select(0, ids.reshape({-1}).to(embed_tokens_.device()))
+      .view({ids.size(0), ids.size(1), -1});
+}
+
+torch::Tensor LlamaDecoder::lm_head(const torch::Tensor& hidden) const {
+  return torch::linear(hidden, lm_head_);
+}
+
+torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Tensor& attention_mask,
+                                    KVCache* cache, AttentionCapture* capture,
+                                    std::vector<torch::Tensor>* hidden_states,
+                                    std::vector<torch::Tensor>* attentions) const {
+  const int64_t B = embeds.size(0), L = embeds.size(1);
+  const int64_t past = cache ? cache->length() : 0;
+  const auto dev = embeds.device();
+  const auto dtype = embeds.scalar_type();
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(dev);
+
+  // Full key mask over past + current tokens.
+  torch::Tensor key_mask;  // [B, past+L] int64
+  if (attention_mask.defined()) {
+    key_mask = attention_mask.to(long_opts);
+    if (key_mask.size(1) == L && past > 0) {
+      TORCH_CHECK(cache->attention_mask.defined(), "cache without its attention mask");
+      key_mask = torch::cat({cache->attention_mask.to(long_opts), key_mask}, 1);
+    }
+  } else if (cache && cache->attention_mask.defined()) {
+    key_mask = torch::cat({cache->attention_mask.to(long_opts), torch::ones({B, L}, long_opts)}, 1);
+  } else {
+    key_mask = torch::ones({B, past + L}, long_opts);
+  }
+  TORCH_CHECK(key_mask.size(1) == past + L, "attention mask length ", key_mask.size(1),
+              " != past + new tokens ", past + L);
+  if (cache) cache->attention_mask = key_mask;
+
+  // Positions: cumsum(mask) - 1 (pads get 1), as HF generate; equals arange without padding.
+  auto pos_all = key_mask.cumsum(1) - 1;
+  pos_all = pos_all.masked_fill(key_mask == 0, 1);
+  auto positions = pos_all.slice(1, past, past + L);  // [B, L]
+  auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
+  auto emb = torch::cat({freqs, freqs}, -1);
+  auto cos = emb.cos().to(dtype).unsqueeze(1);  // [B, 1, L, d]
+  auto sin = emb.sin().to(dtype).unsqueeze(1);
+
+  // Additive mask [B, 1, L, past+L]: causal and key padding, HF's finfo.min fill.
+  torch::Tensor mask;
+  const bool has_padding = (key_mask == 0).any().item<bool>();
+  if (L > 1 || has_padding) {
+    auto q_pos = torch::arange(past, past + L, long_opts).view({L, 1});
+    auto k_pos = torch::arange(0, past + L, long_opts).view({1, past + L});
+    auto blocked = (k_pos > q_pos).view({1, 1, L, past + L});
+    blocked = blocked.logical_or((key_mask == 0).view({B, 1, 1, past + L}));
+    mask = torch::zeros({B, 1, L, past + L}, embeds.options()).masked_fill(blocked, dtype_min(dtype));
+  }
+
+  torch::Tensor h = embeds;
+  if (hidden_states) hidden_states->push_back(h);
+  if (cache && cache->keys.empty()) {
+    cache->keys.resize(layers_.size());
+    cache->values.resize(layers_.size());
+  }
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& l = layers_[i];
+    auto a = attention(static_cast<int>(i), l, l.input_layernorm(h), cos, sin, mask, cache, capture,
+                       attentions);
+    h = h + a;
+    auto x = l.post_attention_layernorm(h);
+    h = h + l.down_proj(activation(cfg_.hidden_act, l.gate_proj(x)) * l.up_proj(x));
+    if (hidden_states) hidden_states->push_back(h);
+  }
+  h = norm_(h);
+  if (hidden_states) hidden_states->back() = h;
+  return h;
+}
+
+torch::Tensor LlamaDecoder::attention(int layer_index, const LlamaLayer& l, const torch::Tensor& x,
+                                      const torch::Tensor& cos, const torch::Tensor& sin,
+                                      const torch::Tensor& mask, KVCache* cache,
+                                      AttentionCapture* capture,
+                                      std::vector<torch::Tensor>* attentions) const {
+  const int64_t B = x.size(0), L = x.size(1);
+  const int64_t d = cfg_.head_dim, nq = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads;
+  auto q = l.q_proj(x).view({B, L, nq, d}).transpose(1, 2);
+  auto k = l.k_proj(x).view({B, L, nkv, d}).transpose(1, 2);
+  auto v = l.v_proj(x).view({B, L, nkv, d}).transpose(1, 2);
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  if (cache) {
+    auto& ck = cache->keys[layer_index];
+    auto& cv = cache->values[layer_index];
+    if (ck.defined()) {
+      k = torch::cat({ck, k}, 2);
+      v = torch::cat({cv, v}, 2);
+    }
+    // Detach so a cache outliving one backward pass does not keep its graph alive.
+    ck = torch::GradMode::is_enabled() ? k : k.detach();
+    cv = torch::GradMode::is_enabled() ? v : v.detach();
+  }
+  const int64_t rep = nq / nkv;
+  auto kr = repeat_kv(k, rep);
+  auto vr = repeat_kv(v, rep);
+
+  bool captured = capture && std::find(capture->layers.begin(), capture->layers.end(), layer_index) !=
+                                 capture->layers.end();
+  torch::Tensor out;
+#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+  const bool sdpa = use_sdpa_ && !attentions;
+#else
+  const bool sdpa = false;
+#endif
+  if (sdpa) {
+#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+    out = at::scaled_dot_product_attention(q, kr, vr, mask.defined() ? std::optional<torch::Tensor>(mask)
+                                                                     : std::nullopt,
+                                           0.0, false, 1.0 / std::sqrt(static_cast<double>(d)));
+#endif
+  } else {
+    auto scores = torch::matmul(q, kr.transpose(2, 3)) / std::sqrt(static_cast<double>(d));
+    if (mask.defined()) scores = scores + mask;
+    auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+    if (attentions) attentions->push_back(probs);
+    out = torch::matmul(probs, vr);
+  }
+  if (captured) {
+    // Recompute only the requested query rows explicitly; with keep_graph they replace the rows of
+    // the output so d(loss)/d(probs) flows through them (the gradient-weighted attention map).
+    auto rows = torch::tensor(capture->query_rows, torch::TensorOptions().dtype(torch::kLong).device(q.device()));
+    auto q_rows = q.index_select(2, rows);
+    auto scores = torch::matmul(q_rows, kr.transpose(2, 3)) / std::sqrt(static_cast<double>(d));
+    if (mask.defined()) scores = scores + mask.index_select(2, rows);
+    auto probs = torch::softmax(scores, -1, torch::kFloat32);
+    if (capture->keep_graph) {
+      if (!probs.requires_grad()) probs.requires_grad_(true);
+      auto o_rows = torch::matmul(probs.to(q.scalar_type()), vr);
+      out = out.index_copy(2, rows, o_rows);
+      probs.retain_grad();
+      capture->probs[layer_index] = probs;
+    } else {
+      capture->probs[layer_index] = probs.detach();
+    }
+  }
+  out = out.transpose(1, 2).reshape({B, L, nq * d});
+  return l.o_proj(out);
+}
+
+}  // namespace p2dpo::models
+
+namespace p2dpo::models {
+void LlamaDecoder::collect_parameters(const std::string& pm, const std::string& ph,
+                                      std::map<std::string, torch::Tensor>& out) const {
+  out[pm + ".embed_tokens.weight"] = embed_tokens_;
+  out[ph + ".weight"] = lm_head_;
+  out[pm + ".norm.weight"] = norm_.weight;
+  auto lin = [&](const std::string& p, const Linear& l) {
+    out[p + ".weight"] = l.weight;
+    if (l.bias.defined()) out[p + ".bias"] = l.bias;
+  };
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& l = layers_[i];
+    const std::string p = pm + ".layers." + std::to_string(i);
+    out[p + ".input_layernorm.weight"] = l.input_layernorm.weight;
+    out[p + ".post_attention_layernorm.weight"] = l.post_attention_layernorm.weight;
+    lin(p + ".self_attn.q_proj", l.q_proj);
+    lin(p + ".self_attn.k_proj", l.k_proj);
+    lin(p + ".self_attn.v_proj", l.v_proj);
+    lin(p + ".self_attn.o_proj", l.o_proj);
+    lin(p + ".mlp.gate_proj", l.gate_proj);
+    lin(p + ".mlp.up_proj", l.up_proj);
+    lin(p + ".mlp.down_proj", l.down_proj);
+  }
+}
+}  // namespace p2dpo::models

@@ -1,0 +1,59 @@
+#pragma once
+// The LLaMA decoder as HF transformers 4.45 computes it (modeling_llama.py): fp32 RMSNorm,
+// rotate-half RoPE with fp32 inv_freq, grouped-query attention, SwiGLU, a KV cache, and eager
+// attention whenever probabilities are requested (SDPA on libtorch >= 2 otherwise).
+#include <torch/types.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "io/hf_config.h"
+#include "models/layers.h"
+#include "models/vlm.h"
+
+namespace p2dpo::models {
+
+struct LlamaLayer {
+  RMSNorm input_layernorm, post_attention_layernorm;
+  Linear q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+};
+
+class LlamaDecoder {
+ public:
+  // prefix_model = "language_model.model", prefix_head = "language_model.lm_head" (hub layout).
+  LlamaDecoder(WeightStore& w, const std::string& prefix_model, const std::string& prefix_head,
+               const io::LlamaConfig& cfg, const std::string& config_file);
+
+  torch::Tensor embed(const torch::Tensor& ids) const;
+  // embeds [B, L, H]; attention_mask [B, past+L] int64 (1 = token) or undefined = no padding.
+  // Position ids are cumsum(mask) - 1 over the whole (past + current) mask, as HF generate does.
+  // Returns hidden states after the final norm. When `hidden_states` is given, appends the
+  // embeddings and each layer's output (the last one replaced by the post-norm state, HF style).
+  torch::Tensor forward(const torch::Tensor& embeds, const torch::Tensor& attention_mask,
+                        KVCache* cache, AttentionCapture* capture,
+                        std::vector<torch::Tensor>* hidden_states = nullptr,
+                        std::vector<torch::Tensor>* attentions = nullptr) const;
+  torch::Tensor lm_head(const torch::Tensor& hidden) const;
+
+  const io::LlamaConfig& config() const { return cfg_; }
+  std::vector<LlamaLayer>& layers() { return layers_; }
+  void collect_parameters(const std::string& prefix_model, const std::string& prefix_head,
+                          std::map<std::string, torch::Tensor>& out) const;
+  // Use SDPA (libtorch >= 2) where no probabilities are requested. Off = eager everywhere.
+  void set_use_sdpa(bool on) { use_sdpa_ = on; }
+
+ private:
+  torch::Tensor attention(int layer_index, const LlamaLayer& l, const torch::Tensor& x,
+                          const torch::Tensor& cos, const torch::Tensor& sin,
+                          const torch::Tensor& mask, KVCache* cache, AttentionCapture* capture,
+                          std::vector<torch::Tensor>* attentions) const;
+
+  io::LlamaConfig cfg_;
+  torch::Tensor embed_tokens_, lm_head_, inv_freq_;
+  RMSNorm norm_;
+  std::vector<LlamaLayer> layers_;
+  bool use_sdpa_ = true;
+};
+
+}  // namespace p2dpo::models

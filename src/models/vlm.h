@@ -1,0 +1,100 @@
+#pragma once
+// The one seam everything above models/ depends on: pairs, training and evaluation talk to a
+// VisionLanguageModel and never ask which family (LLaVA, Qwen2.5-VL) is behind it.
+#include <torch/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "image/image.h"
+
+namespace p2dpo::models {
+
+// Per-layer key/value cache. Keys are stored after RoPE, before any GQA repeat: [B, n_kv, T, d].
+struct KVCache {
+  std::vector<torch::Tensor> keys, values;
+  torch::Tensor attention_mask;  // [B, T] int64, 1 = real token, 0 = padding; grows with the cache
+  int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+  // Keeps only batch rows `rows` (used when some sequences of a batch finish or are dropped).
+  void select_rows(const torch::Tensor& rows);
+};
+
+// Ask a forward pass for attention probabilities of some query rows at some layers, without
+// materialising full maps for every layer. Rows are positions within the current input chunk.
+struct AttentionCapture {
+  std::vector<int> layers;          // decoder layer indices (0-based)
+  std::vector<int64_t> query_rows;  // positions in the current chunk (applies to every batch row)
+  bool keep_graph = false;          // keep probabilities in the autograd graph (for d logp / d attn)
+  // Filled by the forward: layer -> [B, heads, n_rows, kv_len] post-softmax probabilities (fp32).
+  std::map<int, torch::Tensor> probs;
+};
+
+struct ForwardInput {
+  torch::Tensor input_ids;       // [B, L] int64
+  torch::Tensor attention_mask;  // [B, L] int64 for this chunk (undefined = all ones)
+  torch::Tensor image_features;  // [n_image_tokens_in_chunk, hidden] rows scattered into the
+                                 // image-token positions in order (undefined if none)
+  KVCache* cache = nullptr;      // appended to when given
+  AttentionCapture* capture = nullptr;
+  bool logits_last_only = false;  // compute logits for the last position only (generation)
+  torch::Tensor inputs_embeds;    // optional: use these instead of embedding input_ids (image rows already merged)
+};
+
+struct ForwardOutput {
+  torch::Tensor logits;  // [B, L, V] fp32 (or [B, 1, V] with logits_last_only)
+  torch::Tensor hidden;  // [B, L, H] after the final norm
+};
+
+// A preprocessed image, ready for the vision tower.
+struct PreparedImage {
+  torch::Tensor pixel_values;  // [3, H, W] float32
+  int grid_h = 0, grid_w = 0;  // the image-token grid the LM sees
+  image::ImageU8 view;         // uint8 pixels after resize/crop (what the model sees)
+  int orig_width = 0, orig_height = 0;
+};
+
+struct ModelInfo {
+  std::string family;       // "llava", "qwen2_5_vl"
+  int64_t vocab_size = 0;   // logit columns
+  int64_t hidden_size = 0;  // LM hidden size
+  int num_layers = 0;       // LM decoder layers
+  int num_heads = 0;
+  int64_t image_token_id = -1;
+  int64_t bos_token_id = -1;
+  std::vector<int64_t> eos_token_ids;
+  int64_t pad_token_id = 0;
+  int vision_input_size = 0;  // side of the square the vision tower sees (336 for LLaVA-1.5)
+};
+
+class VisionLanguageModel {
+ public:
+  virtual ~VisionLanguageModel() = default;
+  virtual const ModelInfo& info() const = 0;
+  virtual torch::Device device() const = 0;
+
+  // Images: decode is the caller's; this resizes/crops/normalises as the HF processor does.
+  virtual PreparedImage prepare_image(const image::ImageU8& img) const = 0;
+  // Pixel tensor -> image features in LM embedding space, [n_images, tokens_per_image, hidden].
+  virtual torch::Tensor encode_images(const std::vector<PreparedImage>& images) = 0;
+  virtual int64_t tokens_per_image(const PreparedImage& img) const = 0;
+
+  // Text: the prompt is the full text as given to the HF processor, one image marker per image.
+  // Returns ids with every image marker expanded to its image's token count.
+  virtual std::vector<int64_t> tokenize_prompt(const std::string& prompt,
+                                               const std::vector<PreparedImage>& images) const = 0;
+  // Prompt + answer under the documented convention (text/prompt.h); returns {prompt ids, answer ids}.
+  virtual std::pair<std::vector<int64_t>, std::vector<int64_t>> tokenize_prompt_answer(
+      const std::string& prompt, const std::string& answer,
+      const std::vector<PreparedImage>& images) const = 0;
+  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
+
+  virtual ForwardOutput forward(const ForwardInput& in) = 0;
+  virtual KVCache new_cache() const = 0;
+
+  // All parameters by canonical (HF legacy-layout) name, for LoRA, freezing and checkpointing.
+  virtual std::map<std::string, torch::Tensor> named_parameters() = 0;
+};
+
+}  // namespace p2dpo::models
