@@ -177,4 +177,11 @@ void JsonlAppender::close() {
   }
 }
 
+nlohmann::json read_json_object_if_exists(const std::string& path) {
+  if (!std::filesystem::exists(path)) return nlohmann::json::object();
+  nlohmann::json value = read_json_file(path);
+  if (!value.is_object()) throw InputError(path, "expected a JSON object at the top level");
+  return value;
+}
+
 }  // namespace p2dpo::io

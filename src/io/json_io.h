@@ -16,6 +16,10 @@ namespace p2dpo::io {
 // Parses a whole JSON file. Malformed JSON -> InputError(path, "malformed JSON at line L, column C: ...").
 nlohmann::json read_json_file(const std::string& path);
 
+// An optional side file (tokenizer_config.json, special_tokens_map.json, ...): {} when absent,
+// InputError when present but not a JSON object.
+nlohmann::json read_json_object_if_exists(const std::string& path);
+
 // Parses JSON text that came from `file_for_errors` (same error format as read_json_file).
 nlohmann::json parse_json_text(const std::string& text, const std::string& file_for_errors);
 

@@ -96,13 +96,6 @@ std::vector<std::string> bytes_to_unicode() {
   return table;
 }
 
-nlohmann::json optional_json_object(const std::string& path) {
-  if (!std::filesystem::exists(path)) return nlohmann::json::object();
-  nlohmann::json value = io::read_json_file(path);
-  if (!value.is_object()) throw InputError(path, "expected a JSON object at the top level");
-  return value;
-}
-
 }  // namespace
 
 std::string clip_basic_clean(const std::string& text) {
@@ -186,8 +179,8 @@ ClipTokenizer ClipTokenizer::load(const std::string& dir) {
     }
   }
 
-  const nlohmann::json config = optional_json_object(config_path);
-  const nlohmann::json special_map = optional_json_object(special_path);
+  const nlohmann::json config = io::read_json_object_if_exists(config_path);
+  const nlohmann::json special_map = io::read_json_object_if_exists(special_path);
   auto special = [&](const std::string& key, const std::string& fallback) {
     std::string value = special_token_content(special_map, key, special_path);
     if (value.empty()) value = special_token_content(config, key, config_path);

@@ -45,13 +45,6 @@ std::vector<std::string> string_list(const nlohmann::json& config, const char* k
   return result;
 }
 
-nlohmann::json optional_json_object(const std::string& path) {
-  if (!std::filesystem::exists(path)) return nlohmann::json::object();
-  nlohmann::json value = io::read_json_file(path);
-  if (!value.is_object()) throw InputError(path, "expected a JSON object at the top level");
-  return value;
-}
-
 void replace_all(std::string& s, const std::string& from, const std::string& to) {
   for (std::size_t pos = s.find(from); pos != std::string::npos; pos = s.find(from, pos + to.size())) {
     s.replace(pos, from.size(), to);
@@ -72,9 +65,9 @@ LlamaTokenizer LlamaTokenizer::load(const std::string& model_dir) {
   const std::string special_path = (fs::path(model_dir) / "special_tokens_map.json").string();
 
   LlamaTokenizer tok;
-  const nlohmann::json config = optional_json_object(config_path);
-  const nlohmann::json special_map = optional_json_object(special_path);
-  const nlohmann::json added_json = optional_json_object(added_path);
+  const nlohmann::json config = io::read_json_object_if_exists(config_path);
+  const nlohmann::json special_map = io::read_json_object_if_exists(special_path);
+  const nlohmann::json added_json = io::read_json_object_if_exists(added_path);
 
   // HF: legacy=None -> True (with a warning), so an absent flag means the per-chunk dummy prefix.
   tok.legacy_ = optional_bool(config, "legacy", true, config_path);

@@ -8,23 +8,14 @@
 #include "io/json_io.h"
 #include "io/safetensors.h"
 #include "test_paths.h"
+#include "test_util.h"
 
 using nlohmann::json;
 using p2dpo::InputError;
 namespace io = p2dpo::io;
 
 namespace {
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an InputError";
-  return "";
-}
+using p2dpo::test::error_of;
 
 json tiny_llava_json() { return io::read_json_file(p2dpo::test::data_path("llava-tiny-s0/config.json")); }
 

@@ -7,12 +7,14 @@
 #include "io/errors.h"
 #include "io/json_io.h"
 #include "test_paths.h"
+#include "test_util.h"
 
 using nlohmann::json;
 using p2dpo::InputError;
 namespace io = p2dpo::io;
 
 namespace {
+using p2dpo::test::error_of;
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
@@ -20,17 +22,6 @@ void write_text(const std::string& path, const std::string& text) {
 }
 
 // Runs `fn`, expects an InputError, and returns its message.
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an InputError";
-  return "";
-}
-
 }  // namespace
 
 TEST(JsonIo, ReadJsonFileParses) {

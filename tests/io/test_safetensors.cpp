@@ -13,22 +13,13 @@
 #include "io/json_io.h"
 #include "io/safetensors.h"
 #include "test_paths.h"
+#include "test_util.h"
 
 using p2dpo::InputError;
 namespace io = p2dpo::io;
 
 namespace {
-
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected an InputError";
-  return "";
-}
+using p2dpo::test::error_of;
 
 // Builds raw safetensors bytes from a header JSON string and a data section.
 std::string raw_file(const std::string& header, const std::string& data) {

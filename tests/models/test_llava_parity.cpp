@@ -198,3 +198,37 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, LlavaParity,
                          });
 
 }  // namespace
+
+namespace {
+
+TEST(LlavaMultiImage, EachImageSlotReceivesItsImageInOrder) {
+  // Two <image> slots in one prompt: each expands to the tower's token count and the k-th slot's
+  // embeddings are exactly the k-th image's projected features (HF masked_scatter order).
+  torch::NoGradGuard ng;
+  auto model = models::LlavaModel::load(test::data_path("llava-tiny-s0"));
+  auto a = model->prepare_image(image::decode_image_file(test::data_path("llava-tiny-s0/image0.png")));
+  auto b = model->prepare_image(image::decode_image_file(test::data_path("llava-tiny-s0/image1.png")));
+  const std::string prompt = "USER: <image>\n<image>\nCompare the pictures. ASSISTANT:";
+  auto ids = model->tokenize_prompt(prompt, {a, b});
+  std::vector<int64_t> pos;
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] == model->info().image_token_id) pos.push_back(static_cast<int64_t>(i));
+  ASSERT_EQ(pos.size(), 32u);
+  auto feats = model->encode_images({a, b});
+  ASSERT_EQ(feats.size(0), 2);
+  auto embeds = model->merged_embeddings(torch::tensor(ids, torch::kLong).view({1, -1}), feats);
+  auto rows = embeds.squeeze(0).index_select(0, torch::tensor(pos, torch::kLong));
+  EXPECT_TRUE(torch::equal(rows.slice(0, 0, 16), feats[0]));
+  EXPECT_TRUE(torch::equal(rows.slice(0, 16, 32), feats[1]));
+  // Swapping the images changes the answer distribution (the slots are not interchangeable).
+  models::ForwardInput in;
+  in.input_ids = torch::tensor(ids, torch::kLong).view({1, -1});
+  in.image_features = feats;
+  in.logits_last_only = true;
+  auto ab = model->forward(in).logits;
+  in.image_features = model->encode_images({b, a});
+  auto ba = model->forward(in).logits;
+  EXPECT_GT((ab - ba).abs().max().item<double>(), 1e-6);
+}
+
+}  // namespace
