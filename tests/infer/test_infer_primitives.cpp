@@ -171,3 +171,31 @@ TEST_F(TinyLlava, ScoreOfGreedyAnswerEqualsGenerationLogprobs) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ReducedPrecision, Bfloat16WeightsTrackFloat32) {
+  // The dtype plumbing used on GPUs (weights in bf16, RMSNorm/softmax/RoPE in fp32, logits cast
+  // to fp32), exercised on CPU: judged statistically as hf-port.md §I.5 says, not elementwise.
+  torch::NoGradGuard ng;
+  models::LoadOptions bf16;
+  bf16.dtype = torch::kBFloat16;
+  auto m32 = models::LlavaModel::load(test::data_path("llava-tiny-sharp-s0"));
+  auto m16 = models::LlavaModel::load(test::data_path("llava-tiny-sharp-s0"), bf16);
+  auto img = image::decode_image_file(test::data_path("llava-tiny-sharp-s0/image0.png"));
+  std::vector<models::PreparedImage> images = {m32->prepare_image(img)};
+  auto ids = m32->tokenize_prompt(kPrompt, images);
+  models::ForwardInput in;
+  in.input_ids = torch::tensor(ids, torch::kLong).view({1, -1});
+  in.image_features = m32->encode_images(images);
+  auto l32 = m32->forward(in).logits;
+  in.image_features = m16->encode_images(images);
+  auto l16 = m16->forward(in).logits;
+  EXPECT_EQ(l16.scalar_type(), torch::kFloat32);
+  auto cos = torch::cosine_similarity(l32.view({-1, l32.size(-1)}), l16.view({-1, l16.size(-1)}), 1);
+  EXPECT_GT(cos.min().item<double>(), 0.99);
+  auto agree = (l32.argmax(-1) == l16.argmax(-1)).to(torch::kFloat32).mean().item<double>();
+  EXPECT_GT(agree, 0.9);
+}
+
+}  // namespace
