@@ -9,6 +9,7 @@
 #include "image/decode.h"
 #include "io/errors.h"
 #include "models/clip.h"
+#include "models/weights.h"
 #include "text/clip_tokenizer.h"
 
 namespace p2dpo::cli {
@@ -33,8 +34,7 @@ void register_clipscore(CLI::App& app) {
     auto proc = image::load_clip_processor_config((fs::path(o->model_dir) / "preprocessor_config.json").string());
     std::vector<torch::Tensor> px;
     for (const auto& p : o->images) {
-      auto processed = image::preprocess_clip(image::decode_image_file(p), proc);
-      px.push_back(torch::from_blob(processed.chw.data(), {3, processed.height, processed.width}, torch::kFloat32).clone());
+      px.push_back(models::pixels_to_tensor(image::preprocess_clip(image::decode_image_file(p), proc)));
     }
     auto batch = tok.encode_batch(o->texts, model->config().text.max_position_embeddings);
     const int64_t n = static_cast<int64_t>(batch.batch);
@@ -43,16 +43,13 @@ void register_clipscore(CLI::App& app) {
     auto mask = torch::tensor(batch.attention_mask, torch::kLong).view({n, L});
     auto tf = model->text_features(ids, mask);
     auto imf = model->image_features(torch::stack(px));
-    auto score = model->clip_score(tf, imf).contiguous();
+    auto score = model->clip_score(tf, imf).to(torch::kFloat64).contiguous();
     nlohmann::json j;
     j["texts"] = o->texts;
     j["images"] = o->images;
     std::vector<std::vector<double>> rows;
-    for (int64_t t = 0; t < n; ++t) {
-      std::vector<double> row;
-      for (int64_t i = 0; i < score.size(1); ++i) row.push_back(score.index({t, i}).item().toDouble());
-      rows.push_back(row);
-    }
+    const double* data = score.data_ptr<double>();
+    for (int64_t t = 0; t < n; ++t) rows.emplace_back(data + t * score.size(1), data + (t + 1) * score.size(1));
     j["clip_score"] = rows;
     print_result(j, o->json);
   });

@@ -125,29 +125,31 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
     auto logp = torch::log_softmax(scores, -1);
     torch::Tensor next;
     if (cfg.greedy()) {
-      next = scores.argmax(-1);
+      next = scores.argmax(-1).contiguous();
     } else {
       auto probs = torch::softmax(warp_scores(scores, cfg), -1);
-      next = torch::empty({N}, torch::kLong);
-      for (int64_t i = 0; i < N; ++i) {
-        next[i] = torch::multinomial(probs[i], 1, false, gens[i]).item<int64_t>();
-      }
+      std::vector<torch::Tensor> draws;
+      for (int64_t i = 0; i < N; ++i) draws.push_back(torch::multinomial(probs[i], 1, false, gens[i]));
+      next = torch::cat(draws).contiguous();
     }
+    // One host-side read per step (item() per row would sync a GPU N times).
+    auto chosen_logp = logp.gather(1, next.view({N, 1})).view({N}).contiguous();
+    const int64_t* next_ptr = next.data_ptr<int64_t>();
+    const float* logp_ptr = chosen_logp.data_ptr<float>();
     bool all_done = true;
     for (int64_t i = 0; i < N; ++i) {
-      if (finished[i]) {
-        next[i] = pad_id;
-        continue;
-      }
-      const int64_t tok = next[i].item<int64_t>();
+      if (finished[i]) continue;
+      const int64_t tok = next_ptr[i];
       results[i].token_ids.push_back(tok);
-      results[i].logprobs.push_back(logp[i][tok].item<float>());
+      results[i].logprobs.push_back(logp_ptr[i]);
       if (cfg.stop_on_eos && std::find(eos.begin(), eos.end(), tok) != eos.end()) {
         finished[i] = true;
         results[i].stopped_on_eos = true;
       }
       all_done = all_done && finished[i];
     }
+    for (int64_t i = 0; i < N; ++i)
+      if (finished[i]) next[i] = pad_id;  // finished rows keep stepping on padding, as HF
     if (all_done) break;
     // The chosen token goes to every context of its sequence.
     auto next_rows = next.repeat_interleave(K).view({N * K, 1});

@@ -14,12 +14,6 @@ namespace p2dpo::models {
 
 namespace fs = std::filesystem;
 
-void KVCache::select_rows(const torch::Tensor& rows) {
-  for (auto& k : keys) if (k.defined()) k = k.index_select(0, rows.to(k.device()));
-  for (auto& v : values) if (v.defined()) v = v.index_select(0, rows.to(v.device()));
-  if (attention_mask.defined()) attention_mask = attention_mask.index_select(0, rows.to(attention_mask.device()));
-}
-
 std::unique_ptr<LlavaModel> LlavaModel::load(const std::string& dir, const LoadOptions& opts) {
   std::unique_ptr<LlavaModel> m(new LlavaModel());
   m->dir_ = dir;
@@ -97,7 +91,7 @@ std::unique_ptr<LlavaModel> LlavaModel::load(const std::string& dir, const LoadO
 PreparedImage LlavaModel::prepare_image(const image::ImageU8& img) const {
   image::ProcessedImage p = image::preprocess_clip(img, processor_);
   PreparedImage out;
-  out.pixel_values = torch::from_blob(p.chw.data(), {3, p.height, p.width}, torch::kFloat32).clone();
+  out.pixel_values = pixels_to_tensor(p);
   out.grid_h = out.grid_w = cfg_.vision.image_size / cfg_.vision.patch_size;
   out.view = std::move(p.view);
   out.orig_width = img.width;
@@ -135,21 +129,26 @@ torch::Tensor LlavaModel::encode_images(const std::vector<PreparedImage>& images
   return project(select_image_features(pixel_values));
 }
 
-std::vector<int64_t> LlavaModel::tokenize_prompt(const std::string& prompt,
-                                                 const std::vector<PreparedImage>& images) const {
+namespace {
+void check_prompt(const std::string& prompt, size_t n_images) {
   if (prompt.empty()) throw InputError("--prompt", "the prompt is empty");
   const size_t markers = static_cast<size_t>(text::count_image_markers(prompt, "<image>"));
-  if (markers != images.size()) {
-    throw InputError("--prompt", "the prompt has " + std::to_string(markers) +
-                                     " <image> marker(s) but " + std::to_string(images.size()) +
-                                     " image(s) were given; put one <image> per image");
+  if (markers != n_images) {
+    throw InputError("--prompt", "the prompt has " + std::to_string(markers) + " <image> marker(s) but " +
+                                     std::to_string(n_images) + " image(s) were given; put one <image> per image");
   }
+}
+}  // namespace
+
+std::vector<int64_t> LlavaModel::tokenize_prompt(const std::string& prompt,
+                                                 const std::vector<PreparedImage>& images) const {
+  check_prompt(prompt, images.size());
   return text::expand_image_tokens(tokenizer_->encode(prompt), cfg_.image_token_index, static_cast<int>(tokens_per_image_));
 }
 
 std::pair<std::vector<int64_t>, std::vector<int64_t>> LlavaModel::tokenize_prompt_answer(
     const std::string& prompt, const std::string& answer, const std::vector<PreparedImage>& images) const {
-  tokenize_prompt(prompt, images);  // validates markers and emptiness
+  check_prompt(prompt, images.size());
   auto pa = text::tokenize_prompt_answer(*tokenizer_, prompt, answer);
   return {text::expand_image_tokens(pa.prompt_ids, cfg_.image_token_index, static_cast<int>(tokens_per_image_)),
           text::expand_image_tokens(pa.answer_ids, cfg_.image_token_index, static_cast<int>(tokens_per_image_))};

@@ -17,8 +17,6 @@ struct KVCache {
   std::vector<torch::Tensor> keys, values;
   torch::Tensor attention_mask;  // [B, T] int64, 1 = real token, 0 = padding; grows with the cache
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
-  // Keeps only batch rows `rows` (used when some sequences of a batch finish or are dropped).
-  void select_rows(const torch::Tensor& rows);
 };
 
 // Ask a forward pass for attention probabilities of some query rows at some layers, without

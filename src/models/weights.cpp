@@ -18,7 +18,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return o.str();
 }
 
-torch::Dtype torch_dtype(io::DType d, const std::string& file, const std::string& key) {
+torch::Dtype torch_dtype(io::DType d) {
   switch (d) {
     case io::DType::F64: return torch::kFloat64;
     case io::DType::F32: return torch::kFloat32;
@@ -31,9 +31,20 @@ torch::Dtype torch_dtype(io::DType d, const std::string& file, const std::string
     case io::DType::U8: return torch::kUInt8;
     case io::DType::BOOL: return torch::kBool;
   }
-  throw InputError(file, "tensor '" + key + "': unsupported dtype");
+  throw std::invalid_argument("unknown safetensors dtype");
 }
 }  // namespace
+
+torch::Tensor tensor_from_view(const io::TensorView& view) {
+  // from_blob does not own the mmapped bytes: clone into owned memory.
+  return torch::from_blob(const_cast<uint8_t*>(view.data), view.shape,
+                          torch::TensorOptions().dtype(torch_dtype(view.dtype)))
+      .clone();
+}
+
+torch::Tensor pixels_to_tensor(const image::ProcessedImage& p) {
+  return torch::from_blob(const_cast<float*>(p.chw.data()), {3, p.height, p.width}, torch::kFloat32).clone();
+}
 
 WeightStore::WeightStore(const std::string& dir,
                          std::function<std::string(const std::string&)> canonical,
@@ -78,10 +89,9 @@ torch::Tensor WeightStore::get(const std::string& name, const std::vector<int64_
     throw InputError(file, msg);
   }
   used_.insert(name);
-  auto src_dtype = torch_dtype(view.dtype, file, key);
-  // from_blob does not own the mmapped bytes: clone into owned memory while converting.
+  // from_blob does not own the mmapped bytes: copy into owned memory while converting.
   torch::Tensor t = torch::from_blob(const_cast<uint8_t*>(view.data), view.shape,
-                                     torch::TensorOptions().dtype(src_dtype));
+                                     torch::TensorOptions().dtype(torch_dtype(view.dtype)));
   return t.to(device_, dtype_, /*non_blocking=*/false, /*copy=*/true).contiguous();
 }
 

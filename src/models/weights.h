@@ -11,11 +11,20 @@
 #include <unordered_map>
 #include <vector>
 
+#include "image/clip_processor.h"
+
 namespace p2dpo::io {
 class Checkpoint;
+struct TensorView;
 }
 
 namespace p2dpo::models {
+
+// An owned tensor copy of a safetensors view (same dtype and shape).
+torch::Tensor tensor_from_view(const io::TensorView& view);
+
+// A processed image's [3, H, W] float32 pixel tensor (owned copy).
+torch::Tensor pixels_to_tensor(const image::ProcessedImage& processed);
 
 class WeightStore {
  public:

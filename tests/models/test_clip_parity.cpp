@@ -49,8 +49,8 @@ TEST_F(ClipParity, EndToEndFromFilesAndTexts) {
   auto proc = image::load_clip_processor_config(dir + "/preprocessor_config.json");
   std::vector<torch::Tensor> px;
   for (int i = 0; i < 3; ++i) {
-    auto p = image::preprocess_clip(image::decode_image_file(dir + "/image" + std::to_string(i) + ".png"), proc);
-    px.push_back(torch::from_blob(p.chw.data(), {3, p.height, p.width}, torch::kFloat32).clone());
+    px.push_back(models::pixels_to_tensor(
+        image::preprocess_clip(image::decode_image_file(dir + "/image" + std::to_string(i) + ".png"), proc)));
   }
   auto pixel_values = torch::stack(px);
   EXPECT_LE(test::max_abs_diff(pixel_values, ref_->get("pixel_values")), 1e-6);

@@ -1,0 +1,44 @@
+// The small building blocks: LoRA on Linear (PEFT's formula; the trainer builds on it) and
+// RMSNorm's cast-back-before-weight order.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "models/layers.h"
+
+using namespace p2dpo;
+
+TEST(Linear, LoraAddsScaledLowRankUpdateAndCanBeDisabled) {
+  torch::manual_seed(0);
+  models::Linear l;
+  l.weight = torch::randn({5, 4});
+  l.bias = torch::randn({5});
+  auto x = torch::randn({3, 4});
+  auto base = l(x);
+  EXPECT_TRUE(torch::allclose(base, torch::matmul(x, l.weight.t()) + l.bias));
+  auto lora = std::make_shared<models::LoraWeights>();
+  lora->A = torch::randn({2, 4});
+  lora->B = torch::randn({5, 2});
+  lora->scaling = 16.0 / 2.0;  // PEFT: lora_alpha / r
+  l.lora = lora;
+  auto want = base + torch::matmul(torch::matmul(x, lora->A.t()), lora->B.t()) * lora->scaling;
+  EXPECT_LE((l(x) - want).abs().max().item<double>(), 1e-5);
+  lora->enabled = false;
+  EXPECT_TRUE(torch::equal(l(x), base));
+  // A zero B (PEFT's initialisation) leaves the layer unchanged.
+  lora->enabled = true;
+  lora->B = torch::zeros({5, 2});
+  EXPECT_TRUE(torch::allclose(l(x), base));
+}
+
+TEST(RMSNorm, NormalisesInFloat32ThenCastsBeforeTheWeight) {
+  models::RMSNorm n;
+  n.weight = torch::tensor({2.0f, 0.5f});
+  n.eps = 1e-6;
+  auto x = torch::tensor({{3.0f, 4.0f}});
+  const double r = 1.0 / std::sqrt((9.0 + 16.0) / 2.0 + 1e-6);
+  auto y = n(x);
+  EXPECT_NEAR(y[0][0].item<double>(), 2.0 * 3.0 * r, 1e-6);
+  EXPECT_NEAR(y[0][1].item<double>(), 0.5 * 4.0 * r, 1e-6);
+  auto yb = n(x.to(torch::kBFloat16));
+  EXPECT_EQ(yb.scalar_type(), torch::kFloat32);  // bf16 input * fp32 weight promotes, as in HF
+}
