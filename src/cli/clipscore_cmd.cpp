@@ -43,7 +43,7 @@ void register_clipscore(CLI::App& app) {
     auto mask = torch::tensor(batch.attention_mask, torch::kLong).view({n, L});
     auto tf = model->text_features(ids, mask);
     auto imf = model->image_features(torch::stack(px));
-    auto score = model->clip_score(tf, imf).to(torch::kFloat64).contiguous();
+    auto score = model->clip_score(tf, imf).to(torch::kCPU, torch::kFloat64).contiguous();
     nlohmann::json j;
     j["texts"] = o->texts;
     j["images"] = o->images;

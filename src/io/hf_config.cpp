@@ -315,11 +315,20 @@ std::string canonical_llava_key(const std::string& key) {
       {"model.multi_modal_projector.", "multi_modal_projector."},
       {"lm_head.", "language_model.lm_head."},
   };
+  std::string out = key;
   for (const auto& [from, to] : kNewToLegacy) {
     const std::string prefix(from);
-    if (key.compare(0, prefix.size(), prefix) == 0) return to + key.substr(prefix.size());
+    if (key.compare(0, prefix.size(), prefix) == 0) {
+      out = to + key.substr(prefix.size());
+      break;
+    }
   }
-  return key;
+  // transformers 5 saves the CLIP tower without its "vision_model." level
+  // (model.vision_tower.embeddings...); every earlier layout has it.
+  static const std::string tower = "vision_tower.", nested = "vision_tower.vision_model.";
+  if (out.compare(0, tower.size(), tower) == 0 && out.compare(0, nested.size(), nested) != 0)
+    out = nested + out.substr(tower.size());
+  return out;
 }
 
 bool is_ignorable_buffer_key(const std::string& key) {

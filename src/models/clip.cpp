@@ -156,7 +156,7 @@ torch::Tensor ClipTextTower::pooled(const torch::Tensor& ids, const torch::Tenso
            position_embedding.slice(0, 0, L).unsqueeze(0);
   auto dtype = x.scalar_type();
   const double neg = dtype_min(dtype);
-  auto causal = torch::ones({L, L}, torch::kBool).triu(1);  // true = masked
+  auto causal = torch::ones({L, L}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);  // true = masked
   auto masked = causal.view({1, 1, L, L}).expand({B, 1, L, L});
   if (attention_mask.defined()) {
     auto pad = (attention_mask == 0).view({B, 1, 1, L});

@@ -16,6 +16,25 @@ torch::Tensor rotate_half(const torch::Tensor& x) {
   return torch::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
 }
 
+// Appends x [B, n_kv, L, d] to a layer's cache view (the first T rows of buf) and returns the new
+// view. torch::cat would copy the whole cache every step and ask the allocator for a slightly
+// larger block each time; the buffer grows to the next multiple of 128 rows above what it must
+// hold instead, so a decode step writes one row and copies the cache once per 128 tokens.
+void append_to_cache(torch::Tensor& buf, torch::Tensor& view, const torch::Tensor& x) {
+  const int64_t T = view.defined() ? view.size(2) : 0, L = x.size(2);
+  const bool view_in_buf = buf.defined() && view.defined() && view.data_ptr() == buf.data_ptr() &&
+                           buf.size(0) == x.size(0) && buf.scalar_type() == x.scalar_type();
+  if (!view_in_buf || buf.size(2) < T + L) {
+    constexpr int64_t kChunk = 128;
+    const int64_t capacity = (T + L) / kChunk * kChunk + kChunk;
+    auto grown = torch::empty({x.size(0), x.size(1), capacity, x.size(3)}, x.options());
+    if (T > 0) grown.narrow(2, 0, T).copy_(view);
+    buf = grown;
+  }
+  buf.narrow(2, T, L).copy_(x);
+  view = buf.narrow(2, 0, T + L);
+}
+
 // [B, n_kv, T, d] -> [B, n_kv * rep, T, d], head h reading kv head h / rep (HF repeat_kv).
 torch::Tensor repeat_kv(const torch::Tensor& x, int64_t rep) {
   if (rep == 1) return x;
@@ -92,7 +111,13 @@ torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Te
   const auto dtype = embeds.scalar_type();
   const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(dev);
 
-  // Full key mask over past + current tokens.
+  // Full key mask over past + current tokens. Whether it holds padding is decided on the host:
+  // reading it back from a GPU every decode step would stall the launch queue.
+  bool has_padding = cache && cache->has_padding;
+  if (attention_mask.defined() && !has_padding) {
+    // generate() passes host masks, so this is a CPU read; a device mask costs one sync here.
+    has_padding = (attention_mask == 0).any().item<bool>();
+  }
   torch::Tensor key_mask;  // [B, past+L] int64
   if (attention_mask.defined()) {
     key_mask = attention_mask.to(long_opts);
@@ -107,7 +132,10 @@ torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Te
   }
   TORCH_CHECK(key_mask.size(1) == past + L, "attention mask length ", key_mask.size(1),
               " != past + new tokens ", past + L);
-  if (cache) cache->attention_mask = key_mask;
+  if (cache) {
+    cache->attention_mask = key_mask;
+    cache->has_padding = has_padding;
+  }
 
   // Positions: cumsum(mask) - 1 (pads get 1), as HF generate; equals arange without padding.
   auto pos_all = key_mask.cumsum(1) - 1;
@@ -120,7 +148,6 @@ torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Te
 
   // Additive mask [B, 1, L, past+L]: causal and key padding, HF's finfo.min fill.
   torch::Tensor mask;
-  const bool has_padding = (key_mask == 0).any().item<bool>();
   if (L > 1 || has_padding) {
     auto q_pos = torch::arange(past, past + L, long_opts).view({L, 1});
     auto k_pos = torch::arange(0, past + L, long_opts).view({1, past + L});
@@ -134,6 +161,10 @@ torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Te
   if (cache && cache->keys.empty()) {
     cache->keys.resize(layers_.size());
     cache->values.resize(layers_.size());
+  }
+  if (cache && cache->key_buffers.size() != layers_.size()) {
+    cache->key_buffers.resize(layers_.size());
+    cache->value_buffers.resize(layers_.size());
   }
   for (size_t i = 0; i < layers_.size(); ++i) {
     const auto& l = layers_[i];
@@ -164,13 +195,20 @@ torch::Tensor LlamaDecoder::attention(int layer_index, const LlamaLayer& l, cons
   if (cache) {
     auto& ck = cache->keys[layer_index];
     auto& cv = cache->values[layer_index];
-    if (ck.defined()) {
-      k = torch::cat({ck, k}, 2);
-      v = torch::cat({cv, v}, 2);
+    if (torch::GradMode::is_enabled()) {
+      // In-place writes into a shared buffer would break the graph: concatenate instead.
+      if (ck.defined()) {
+        k = torch::cat({ck, k}, 2);
+        v = torch::cat({cv, v}, 2);
+      }
+      ck = k;
+      cv = v;
+    } else {
+      append_to_cache(cache->key_buffers[layer_index], ck, k);
+      append_to_cache(cache->value_buffers[layer_index], cv, v);
+      k = ck;
+      v = cv;
     }
-    // Detach so a cache outliving one backward pass does not keep its graph alive.
-    ck = torch::GradMode::is_enabled() ? k : k.detach();
-    cv = torch::GradMode::is_enabled() ? v : v.detach();
   }
   const int64_t rep = nq / nkv;
   auto kr = repeat_kv(k, rep);

@@ -14,8 +14,12 @@ namespace p2dpo::models {
 
 // Per-layer key/value cache. Keys are stored after RoPE, before any GQA repeat: [B, n_kv, T, d].
 struct KVCache {
-  std::vector<torch::Tensor> keys, values;
+  std::vector<torch::Tensor> keys, values;  // the valid part: views into the buffers below
+  // Without autograd the cache grows inside preallocated buffers [B, n_kv, capacity, d], so a
+  // decode step writes only its new rows (see LlamaDecoder::attention).
+  std::vector<torch::Tensor> key_buffers, value_buffers;
   torch::Tensor attention_mask;  // [B, T] int64, 1 = real token, 0 = padding; grows with the cache
+  bool has_padding = false;      // any 0 in attention_mask, tracked on the host (no device sync per step)
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
 };
 

@@ -10,6 +10,7 @@
 #include "infer/attention.h"
 #include "infer/generate.h"
 #include "infer/scoring.h"
+#include "models/fixture_util.h"
 #include "models/llava.h"
 #include "test_paths.h"
 
@@ -53,7 +54,7 @@ class TinyLlava : public ::testing::Test {
  protected:
   void SetUp() override {
     torch::set_num_threads(1);
-    model_ = models::LlavaModel::load(test::data_path("llava-tiny-sharp-s0"));
+    model_ = models::LlavaModel::load(test::data_path("llava-tiny-sharp-s0"), {test::test_device()});
     images_ = {model_->prepare_image(image::decode_image_file(test::data_path("llava-tiny-sharp-s0/image0.png")))};
     ids_ = model_->tokenize_prompt(kPrompt, images_);
   }
@@ -89,8 +90,8 @@ TEST_F(TinyLlava, ContrastiveStepsTwoContextsTogether) {
     ei.image_features = expert.image_features;
     ai.input_ids = torch::tensor(a_ids, torch::kLong).view({1, -1});
     ai.image_features = amateur.image_features;
-    auto le = model_->forward(ei).logits.select(1, -1);
-    auto la = model_->forward(ai).logits.select(1, -1);
+    auto le = model_->forward(ei).logits.select(1, -1).cpu();
+    auto la = model_->forward(ai).logits.select(1, -1).cpu();
     EXPECT_LE((seen[s].select(1, 0) - le).abs().max().item<double>(), 1e-4);
     EXPECT_LE((seen[s].select(1, 1) - la).abs().max().item<double>(), 1e-4);
     auto tok = ((1 + alpha) * le - alpha * la).argmax(-1).item<int64_t>();
@@ -129,7 +130,7 @@ TEST_F(TinyLlava, GradientWeightedAttentionEqualsFullEagerGradient) {
   const int64_t L = ids.size(1);
   auto rowA = attn[layer].detach().select(0, 0).select(1, L - 1);  // [heads, L]
   auto rowG = grad.select(0, 0).select(1, L - 1);
-  auto full = (rowA * torch::relu(rowG)).mean(0);
+  auto full = (rowA * torch::relu(rowG)).mean(0).cpu();
   std::vector<int64_t> pos;
   for (int64_t i = 0; i < L; ++i) if (ids_[i] == model_->info().image_token_id) pos.push_back(i);
   auto want = full.index_select(0, torch::tensor(pos, torch::kLong));
@@ -168,6 +169,30 @@ TEST_F(TinyLlava, ScoreOfGreedyAnswerEqualsGenerationLogprobs) {
   auto sc = infer::score_ids(*model_, images_, ids_, gen.token_ids);
   ASSERT_EQ(sc.logprobs.size(), gen.logprobs.size());
   for (size_t i = 0; i < sc.logprobs.size(); ++i) EXPECT_NEAR(sc.logprobs[i], gen.logprobs[i], 1e-4);
+}
+
+TEST_F(TinyLlava, CacheGrowingPastItsBufferMatchesRecomputation) {
+  // The KV cache grows inside buffers in steps of 128 rows; 150 new tokens after a ~60-token
+  // prompt cross a reallocation. Cached, batched-with-padding and uncached runs must agree token for token.
+  torch::NoGradGuard ng;
+  infer::SamplingConfig cfg;
+  cfg.max_new_tokens = 150;
+  cfg.stop_on_eos = false;
+  infer::GenerationRequest req{ids_, model_->encode_images(images_), std::nullopt};
+  ASSERT_LT(ids_.size(), 128u);
+  ASSERT_GT(ids_.size() + 150, 128u);
+  auto cached = infer::generate(*model_, {req}, cfg)[0];
+  auto nocache_cfg = cfg;
+  nocache_cfg.use_cache = false;
+  auto recomputed = infer::generate(*model_, {req}, nocache_cfg)[0];
+  ASSERT_EQ(cached.token_ids.size(), 150u);
+  EXPECT_EQ(cached.token_ids, recomputed.token_ids);
+  for (size_t i = 0; i < cached.logprobs.size(); ++i) EXPECT_NEAR(cached.logprobs[i], recomputed.logprobs[i], 1e-4);
+  // A second, shorter prompt in the same batch: left padding plus growth.
+  infer::GenerationRequest shorter{std::vector<int64_t>(ids_.begin(), ids_.end() - 3), req.image_features, std::nullopt};
+  auto batched = infer::generate(*model_, {req, shorter}, cfg);
+  EXPECT_EQ(batched[0].token_ids, cached.token_ids);
+  EXPECT_EQ(batched[1].token_ids, infer::generate(*model_, {shorter}, cfg)[0].token_ids);
 }
 
 }  // namespace

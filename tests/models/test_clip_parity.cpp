@@ -24,7 +24,7 @@ class ClipParity : public ::testing::Test {
   void SetUp() override {
     torch::set_num_threads(1);
     ref_ = std::make_unique<test::Reference>("clip-tiny-s0");
-    model_ = models::ClipModel::load(test::data_path("clip-tiny-s0"));
+    model_ = models::ClipModel::load(test::data_path("clip-tiny-s0"), test::test_device());
   }
   std::unique_ptr<test::Reference> ref_;
   std::unique_ptr<models::ClipModel> model_;
@@ -32,9 +32,10 @@ class ClipParity : public ::testing::Test {
 
 TEST_F(ClipParity, ImageAndTextEmbeddings) {
   torch::NoGradGuard ng;
-  auto img = model_->image_features(ref_->get("pixel_values"));
+  auto img = model_->image_features(test::on_test_device(ref_->get("pixel_values")));
   EXPECT_LE(test::max_abs_diff(img, ref_->get("image_embeds_unnormalized")), 1e-5);
-  auto txt = model_->text_features(ref_->get("input_ids"), ref_->get("attention_mask"));
+  auto txt = model_->text_features(test::on_test_device(ref_->get("input_ids")),
+                                   test::on_test_device(ref_->get("attention_mask")));
   EXPECT_LE(test::max_abs_diff(txt, ref_->get("text_embeds_unnormalized")), 1e-5);
   auto score = model_->clip_score(txt, img);
   EXPECT_LE(test::max_abs_diff(score, ref_->get("clip_score")), 1e-4);
@@ -63,18 +64,19 @@ TEST_F(ClipParity, EndToEndFromFilesAndTexts) {
   auto ids = torch::tensor(batch.input_ids, torch::kLong).view({batch.batch, batch.length});
   auto mask = torch::tensor(batch.attention_mask, torch::kLong).view({batch.batch, batch.length});
   EXPECT_TRUE(torch::equal(ids, ref_->get("input_ids")));
-  auto score = model_->clip_score(model_->text_features(ids, mask), model_->image_features(pixel_values));
+  auto score = model_->clip_score(model_->text_features(test::on_test_device(ids), test::on_test_device(mask)),
+                                  model_->image_features(test::on_test_device(pixel_values)));
   EXPECT_LE(test::max_abs_diff(score, ref_->get("clip_score")), 1e-4);
 }
 
 TEST_F(ClipParity, PaddingDoesNotLeakIntoPooledText) {
   torch::NoGradGuard ng;
-  auto ids = ref_->get("input_ids");
-  auto mask = ref_->get("attention_mask");
+  auto ids = test::on_test_device(ref_->get("input_ids"));
+  auto mask = test::on_test_device(ref_->get("attention_mask"));
   auto batched = model_->text_features(ids, mask);
   for (int64_t t = 0; t < ids.size(0); ++t) {
     const int64_t len = mask[t].sum().item<int64_t>();
-    auto alone = model_->text_features(ids[t].slice(0, 0, len).unsqueeze(0), torch::ones({1, len}, torch::kLong));
+    auto alone = model_->text_features(ids[t].slice(0, 0, len).unsqueeze(0), torch::ones({1, len}, ids.options()));
     EXPECT_LE(test::max_abs_diff(alone.squeeze(0), batched[t]), 1e-5);
   }
 }

@@ -33,7 +33,7 @@ std::vector<Example> examples_of(const std::string& fixture) {
 }
 
 std::vector<int64_t> to_vec(const torch::Tensor& t) {
-  auto c = t.reshape({-1}).to(torch::kLong).contiguous();
+  auto c = t.reshape({-1}).to(torch::kCPU, torch::kLong).contiguous();
   return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
@@ -43,7 +43,7 @@ class LlavaParity : public ::testing::TestWithParam<std::string> {
     torch::set_num_threads(1);
     fixture_ = GetParam();
     ref_ = std::make_unique<test::Reference>(fixture_);
-    model_ = models::LlavaModel::load(test::data_path(fixture_));
+    model_ = models::LlavaModel::load(test::data_path(fixture_), {test::test_device()});
     examples_ = examples_of(fixture_);
   }
   std::vector<models::PreparedImage> images(int ex) {
@@ -71,7 +71,7 @@ TEST_P(LlavaParity, PixelValuesAndInputIds) {
 TEST_P(LlavaParity, VisionTowerAndProjector) {
   torch::NoGradGuard ng;
   for (int ex = 0; ex < 3; ++ex) {
-    auto px = ref_->get(key(ex, "pixel_values"));  // isolate the tower from preprocessing
+    auto px = test::on_test_device(ref_->get(key(ex, "pixel_values")));  // isolate the tower from preprocessing
     std::vector<torch::Tensor> attn;
     auto hs = model_->vision_tower().hidden_states(px, -1, &attn);
     auto ref_hs = ref_->get(key(ex, "vision_hidden_states"));
@@ -205,7 +205,7 @@ TEST(LlavaMultiImage, EachImageSlotReceivesItsImageInOrder) {
   // Two <image> slots in one prompt: each expands to the tower's token count and the k-th slot's
   // embeddings are exactly the k-th image's projected features (HF masked_scatter order).
   torch::NoGradGuard ng;
-  auto model = models::LlavaModel::load(test::data_path("llava-tiny-s0"));
+  auto model = models::LlavaModel::load(test::data_path("llava-tiny-s0"), {test::test_device()});
   auto a = model->prepare_image(image::decode_image_file(test::data_path("llava-tiny-s0/image0.png")));
   auto b = model->prepare_image(image::decode_image_file(test::data_path("llava-tiny-s0/image1.png")));
   const std::string prompt = "USER: <image>\n<image>\nCompare the pictures. ASSISTANT:";
@@ -217,7 +217,7 @@ TEST(LlavaMultiImage, EachImageSlotReceivesItsImageInOrder) {
   auto feats = model->encode_images({a, b});
   ASSERT_EQ(feats.size(0), 2);
   auto embeds = model->merged_embeddings(torch::tensor(ids, torch::kLong).view({1, -1}), feats);
-  auto rows = embeds.squeeze(0).index_select(0, torch::tensor(pos, torch::kLong));
+  auto rows = embeds.squeeze(0).index_select(0, test::on_test_device(torch::tensor(pos, torch::kLong)));
   EXPECT_TRUE(torch::equal(rows.slice(0, 0, 16), feats[0]));
   EXPECT_TRUE(torch::equal(rows.slice(0, 16, 32), feats[1]));
   // Swapping the images changes the answer distribution (the slots are not interchangeable).
