@@ -8,4 +8,6 @@ void register_generate(CLI::App& app);
 void register_score(CLI::App& app);
 void register_clipscore(CLI::App& app);
 void register_preprocess(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_world(CLI::App& app);
 }  // namespace p2dpo::cli

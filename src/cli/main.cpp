@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   p2dpo::cli::register_score(app);
   p2dpo::cli::register_clipscore(app);
   p2dpo::cli::register_preprocess(app);
+  p2dpo::cli::register_eval(app);
+  p2dpo::cli::register_world(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -272,6 +272,12 @@ TEST(HfConfig, CanonicalLlavaKeys) {
             "vision_tower.vision_model.pre_layrnorm.weight");
   EXPECT_EQ(io::canonical_llava_key("model.multi_modal_projector.linear_1.bias"), "multi_modal_projector.linear_1.bias");
   EXPECT_EQ(io::canonical_llava_key("lm_head.weight"), "language_model.lm_head.weight");
+  // transformers 5.17 save_pretrained drops the tower's "vision_model." level, in either prefix
+  // layout (seen on the GPU run: bench/results/gpu_h100.json, saved_key_samples).
+  EXPECT_EQ(io::canonical_llava_key("vision_tower.embeddings.class_embedding"),
+            "vision_tower.vision_model.embeddings.class_embedding");
+  EXPECT_EQ(io::canonical_llava_key("model.vision_tower.encoder.layers.0.self_attn.q_proj.bias"),
+            "vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.bias");
   // Legacy keys are already canonical.
   for (const char* k : {"language_model.model.norm.weight", "language_model.lm_head.weight",
                         "vision_tower.vision_model.post_layernorm.bias", "multi_modal_projector.linear_2.weight"})

@@ -1,0 +1,170 @@
+#include "world/base_train.h"
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iostream>
+#include <map>
+
+#include "io/errors.h"
+#include "io/json_io.h"
+#include "models/llava.h"
+#include "train/causal_lm_loop.h"
+#include "train/conversations.h"
+#include "train/params.h"
+
+namespace fs = std::filesystem;
+
+namespace p2dpo::world {
+
+std::vector<BaseStage> BaseTrainOptions::default_stages() {
+  // Steps and rates for the shipped model are set by `p2dpo world train-base` flags / config; these
+  // defaults are the recipe's shape (see the README's world section for the measured run).
+  return {
+      {"text", "lm", "all", 0, 300, 1e-3, 32, 16},
+      {"projector", "projector", "descriptions", 0, 300, 1e-3, 32, 16},
+      {"curriculum", "projector+lm", "all", 2, 600, 5e-4, 32, 16},
+      {"full", "projector+lm", "all", 0, 3000, 3e-4, 32, 16},
+  };
+}
+
+namespace {
+
+std::function<bool(const std::string&)> trainable_of(const BaseStage& s) {
+  if (s.trainable == "lm") return train::name_prefix_predicate({"language_model."});
+  if (s.trainable == "projector") return train::name_prefix_predicate({"multi_modal_projector."});
+  if (s.trainable == "projector+lm")
+    return train::name_prefix_predicate({"multi_modal_projector.", "language_model."});
+  throw InputError("stages." + s.name + ".trainable", "must be lm, projector or projector+lm, got '" + s.trainable + "'");
+}
+
+std::string strip_image_marker(std::string text) {
+  for (const std::string m : {"\n<image>", "<image>\n", "<image>"}) {
+    for (size_t p; (p = text.find(m)) != std::string::npos;) text.erase(p, m.size());
+  }
+  return text;
+}
+
+struct WorldData {
+  std::vector<train::Conversation> conversations;
+  std::map<std::string, std::string> type_of;   // conversation id -> "description", "existence", ...
+  std::map<std::string, int> objects_in;        // resolved image path -> object count
+};
+
+WorldData load_world_data(const std::string& world_dir) {
+  WorldData d;
+  const std::string conv_path = world_dir + "/train/conversations.json";
+  d.conversations = train::load_llava_conversations(conv_path, world_dir);
+  for (const auto& c : io::read_json_file(conv_path)) {
+    d.type_of[io::get_required<std::string>(c, "id", conv_path, "conversation")] =
+        io::get_optional<std::string>(c, "type", "", conv_path, "conversation");
+  }
+  const std::string scenes_path = world_dir + "/scenes.jsonl";
+  for (const auto& s : io::read_jsonl_file(scenes_path)) {
+    const auto image = io::get_required<std::string>(s, "image", scenes_path, "scene");
+    d.objects_in[(fs::path(world_dir) / image).string()] = static_cast<int>(s.at("objects").size());
+  }
+  return d;
+}
+
+std::vector<train::Conversation> stage_data(const BaseStage& s, const WorldData& d) {
+  if (s.data != "text" && s.data != "descriptions" && s.data != "all")
+    throw InputError("stages." + s.name + ".data", "must be text, descriptions or all, got '" + s.data + "'");
+  std::vector<train::Conversation> out;
+  for (const auto& c : d.conversations) {
+    if (s.data == "descriptions") {
+      auto t = d.type_of.find(c.id);
+      if (t == d.type_of.end() || t->second != "description") continue;
+    }
+    if (s.max_objects > 0) {
+      auto n = d.objects_in.find(c.image);
+      if (n == d.objects_in.end() || n->second > s.max_objects) continue;
+    }
+    out.push_back(c);
+    // The text stage reads the same exchanges without their images (LLaVA's LLM came pretrained
+    // on text; this one learns the language of the world first).
+    if (s.trainable == "lm" && s.data != "descriptions") {
+      auto& t = out.back();
+      t.image.clear();
+      for (auto& turn : t.turns) turn.human = strip_image_marker(turn.human);
+    }
+  }
+  if (out.empty()) throw InputError("stages." + s.name, "selects no training conversations");
+  return out;
+}
+
+}  // namespace
+
+BaseTrainResult train_world_base(const BaseTrainOptions& opt) {
+  if (opt.out_dir.empty()) throw InputError("--out", "is required");
+  fs::create_directories(opt.out_dir + "/stages");
+  models::LlavaBuildSpec spec = opt.model;
+  spec.vision_from = opt.clip_dir;
+  spec.tokenizer_from = opt.tokenizer_dir.empty() ? opt.clip_dir : opt.tokenizer_dir;
+  spec.seed = opt.seed;
+
+  // The resolved options, next to the results (every run writes its full configuration).
+  nlohmann::json resolved;
+  resolved["world_dir"] = opt.world_dir;
+  resolved["clip_dir"] = opt.clip_dir;
+  resolved["tokenizer_dir"] = spec.tokenizer_from;
+  resolved["seed"] = opt.seed;
+  resolved["conversation_template"] = opt.conversation_template;
+  resolved["model"] = {{"hidden_size", spec.hidden_size}, {"intermediate_size", spec.intermediate_size},
+                       {"num_layers", spec.num_layers}, {"num_heads", spec.num_heads},
+                       {"num_kv_heads", spec.num_kv_heads}, {"max_position_embeddings", spec.max_position_embeddings},
+                       {"init", spec.init}, {"vision_feature_layer", spec.vision_feature_layer}};
+  for (const auto& s : opt.stages)
+    resolved["stages"].push_back({{"name", s.name}, {"trainable", s.trainable}, {"data", s.data},
+                                  {"max_objects", s.max_objects}, {"steps", s.steps}, {"lr", s.lr},
+                                  {"batch", s.batch}, {"micro_batch", s.micro_batch}});
+  io::write_json_atomic(opt.out_dir + "/config.json", resolved);
+
+  const std::string init_dir = opt.out_dir + "/init";
+  if (!fs::exists(init_dir + "/model.safetensors")) models::build_llava_checkpoint(spec, init_dir);
+  WorldData data = load_world_data(opt.world_dir);
+
+  BaseTrainResult result;
+  std::string current = init_dir;  // the model the next stage starts from
+  for (const auto& stage : opt.stages) {
+    if (stage.steps <= 0) continue;
+    const std::string stage_dir = opt.out_dir + "/stages/" + stage.name;
+    if (fs::exists(stage_dir + "/done.json")) {
+      current = stage_dir + "/model";
+      result.total_steps_done += stage.steps;
+      result.finished_stages.push_back(stage.name);
+      continue;
+    }
+    auto model = models::LlavaModel::load(current);
+    train::CausalLMTrainConfig cfg;
+    cfg.conversation = train::conversation_template(opt.conversation_template, "conversation_template");
+    cfg.max_steps = stage.steps;
+    cfg.peak_lr = stage.lr;
+    cfg.effective_batch = stage.batch;
+    cfg.micro_batch_size = stage.micro_batch;
+    cfg.max_length = opt.max_length;
+    cfg.seed = opt.seed;
+    cfg.save_every = opt.save_every;
+    cfg.resume = opt.resume;
+    cfg.progress = opt.progress;
+    if (opt.stop_after_total_steps > 0) {
+      const int64_t left = opt.stop_after_total_steps - result.total_steps_done;
+      if (left <= 0) return result;
+      if (left < stage.steps) cfg.stop_after_steps = left;
+    }
+    if (opt.progress) std::cerr << "stage " << stage.name << ": " << stage.trainable << " on " << stage.data << "\n";
+    auto r = train::train_causal_lm(*model, stage_data(stage, data), trainable_of(stage), cfg, stage_dir);
+    result.total_steps_done += r.steps_done;
+    if (r.steps_done < stage.steps) return result;  // stopped early: a rerun resumes here
+    models::save_llava_checkpoint(*model, current, stage_dir + "/model");
+    io::write_json_atomic(stage_dir + "/done.json", {{"steps", r.steps_done}, {"last_loss", r.last_loss}});
+    current = stage_dir + "/model";
+    result.finished_stages.push_back(stage.name);
+  }
+  auto final_model = models::LlavaModel::load(current);
+  models::save_llava_checkpoint(*final_model, current, opt.out_dir + "/model");
+  result.model_dir = opt.out_dir + "/model";
+  return result;
+}
+
+}  // namespace p2dpo::world
