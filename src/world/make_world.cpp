@@ -18,8 +18,8 @@
 #include <tuple>
 #include <vector>
 
+#include "image/png_write.h"
 #include "io/errors.h"
-#include "world/png_encode.h"
 #include "world/pope.h"
 #include "world/render.h"
 #include "world/scene.h"
@@ -189,7 +189,7 @@ std::vector<uint64_t> write_images(const std::vector<Scene>& scenes, const Vocab
         const image::ImageU8 img = render_scene(scenes[i], vocab);
         hashes[i] = pixel_hash(img);
         const std::string path = (root / image_rel_path(scenes[i])).string();
-        write_staged_file(path, encode_png(img, path));
+        write_staged_file(path, image::encode_png(img, path));
       } catch (...) {
         std::lock_guard<std::mutex> lock(error_mutex);
         if (!error) error = std::current_exception();

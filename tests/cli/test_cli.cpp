@@ -11,6 +11,7 @@
 
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
+#include "cli_run.h"
 #include "test_paths.h"
 
 namespace fs = std::filesystem;
@@ -19,29 +20,9 @@ using p2dpo::test::scratch_dir;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string out;  // stdout + stderr
-};
+using Run = p2dpo::test::CliRun;
 
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-Run run(const std::vector<std::string>& args) {
-  std::string cmd = quote(P2DPO_EXE);
-  for (const auto& a : args) cmd += " " + quote(a);
-  cmd += " 2>&1";
-  Run r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  while (p && fgets(buf.data(), buf.size(), p)) r.out += buf.data();
-  int st = p ? pclose(p) : -1;
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+Run run(const std::vector<std::string>& args) { return p2dpo::test::run_cli(args); }
 
 const std::string kPrompt = "USER: <image>\nWhat shapes are in the picture? ASSISTANT:";
 

@@ -10,6 +10,7 @@
 
 #include "io/atomic_file.h"
 #include "io/json_io.h"
+#include "cli_run.h"
 #include "test_paths.h"
 
 namespace fs = std::filesystem;
@@ -18,28 +19,11 @@ using p2dpo::test::scratch_dir;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string out;  // stdout (+ stderr when merged)
-};
+using Run = p2dpo::test::CliRun;
 
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += (c == '\'') ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-Run run(const std::vector<std::string>& args, bool merge_stderr = true) {
-  std::string cmd = quote(P2DPO_EXE) + " eval pope";
-  for (const auto& a : args) cmd += " " + quote(a);
-  cmd += merge_stderr ? " 2>&1" : " 2>/dev/null";
-  Run r;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  while (p && fgets(buf.data(), buf.size(), p)) r.out += buf.data();
-  int st = p ? pclose(p) : -1;
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+Run run(std::vector<std::string> args, bool merge_stderr = true) {
+  args.insert(args.begin(), {"eval", "pope"});
+  return p2dpo::test::run_cli(args, merge_stderr);
 }
 
 bool contains(const std::string& haystack, const std::string& needle) {
