@@ -8,6 +8,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread libgloo-dev      # tensor/autograd/distributed engine (CPU)
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   libsentencepiece-dev libpcre2-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev
+  sentencepiece                                      # spm_train, run as a process to train the world tokenizer
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev                           # libFuzzer targets and sanitizers
 )

@@ -8,7 +8,10 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "io/errors.h"
+#include "io/json_io.h"
 #include "world/base_train.h"
+#include "world/clip_train.h"
+#include "world/tokenizer_train.h"
 #include "world/make_world.h"
 
 namespace p2dpo::cli {
@@ -76,6 +79,87 @@ void add_world_make(CLI::App& world) {
   });
 }
 
+// `p2dpo world train-tokenizer --world DIR --out DIR [--vocab-size N --seed S]`
+void add_world_train_tokenizer(CLI::App& world) {
+  struct Opts {
+    std::string world_dir, out_dir, seed = "0";
+    int vocab_size = 448;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = world.add_subcommand("train-tokenizer", "Train the world's LLaMA (SentencePiece BPE) tokenizer; writes llava-hf tokenizer files");
+  cmd->add_option("--world", o->world_dir, "world directory (reads text/corpus.txt)")->required();
+  cmd->add_option("--out", o->out_dir, "output directory for tokenizer.model and its JSON files")->required();
+  cmd->add_option("--vocab-size", o->vocab_size, "SentencePiece pieces (specials + 256 bytes + characters + merges)")
+      ->capture_default_str();
+  cmd->add_option("--seed", o->seed, "trainer seed")->capture_default_str();
+  cmd->add_flag("--json", o->json, "print the summary as JSON");
+  cmd->callback([o]() {
+    auto info = world::train_world_tokenizer(o->world_dir + "/text/corpus.txt", o->out_dir, o->vocab_size,
+                                             parse_seed(o->seed), {"USER: ASSISTANT:"});
+    nlohmann::json j{{"out", o->out_dir}, {"sentencepiece_size", info.sentencepiece_size},
+                     {"image_token_id", info.image_token_id}, {"pad_token_id", info.pad_token_id},
+                     {"tokenizer_size", info.tokenizer_size}};
+    print_result(j, o->json);
+  });
+}
+
+// `p2dpo world train-clip --world DIR --out DIR [--steps N --batch B --lr LR --seed S --resume]`
+void add_world_train_clip(CLI::App& world) {
+  struct Opts {
+    world::ClipTrainOptions clip;
+    std::string seed = "0";
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = world.add_subcommand("train-clip", "Train the world CLIP contrastively on the world's captions; HF CLIPModel layout");
+  auto& c = o->clip;
+  cmd->add_option("--world", c.world_dir, "world directory (reads train/captions.jsonl)")->required();
+  cmd->add_option("--out", c.out_dir, "output directory (HF checkpoint; training state in checkpoint-last/)")->required();
+  cmd->add_option("--steps", c.steps, "optimizer steps")->capture_default_str();
+  cmd->add_option("--batch", c.batch, "image-caption pairs per step")->capture_default_str();
+  cmd->add_option("--lr", c.lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "seed for initialisation and data order")->capture_default_str();
+  cmd->add_option("--threads", c.threads, "torch intra-op threads (0 = libtorch's default)")->capture_default_str();
+  cmd->add_option("--stop-after", c.stop_after, "stop with a checkpoint after N steps of this run (--resume continues)")
+      ->capture_default_str();
+  cmd->add_option("--checkpoint-every", c.checkpoint_every, "checkpoint every N steps")->capture_default_str();
+  cmd->add_flag("--resume", c.resume, "continue from --out/checkpoint-last");
+  cmd->add_flag("--quiet", c.quiet, "no progress lines");
+  cmd->add_flag("--json", o->json, "print the summary as JSON");
+  cmd->callback([o]() {
+    o->clip.seed = parse_seed(o->seed);
+    auto r = world::train_world_clip(o->clip);
+    nlohmann::json j{{"out", o->clip.out_dir}, {"steps_done", r.steps_done}, {"first_loss", r.first_loss},
+                     {"last_loss", r.last_loss}, {"seconds", r.seconds}, {"pairs", r.num_pairs}};
+    print_result(j, o->json);
+  });
+}
+
+// `p2dpo world clip-sanity --clip DIR --world DIR [--out FILE]`: the paper's Table 6 shape.
+void add_world_clip_sanity(CLI::App& world) {
+  struct Opts {
+    world::CropSanityOptions sanity;
+    std::string out;
+    bool json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = world.add_subcommand("clip-sanity", "CLIPScore of existence questions on object crops vs whole images vs empty crops");
+  cmd->add_option("--clip", o->sanity.model_dir, "CLIP checkpoint (HF layout)")->required();
+  cmd->add_option("--world", o->sanity.world_dir, "world directory (reads scenes.jsonl)")->required();
+  cmd->add_option("--split", o->sanity.split, "scenes of this split")->capture_default_str();
+  cmd->add_option("--max-questions", o->sanity.max_questions, "objects considered")->capture_default_str();
+  cmd->add_option("--crop-side", o->sanity.crop_side, "crop side in original pixels")->capture_default_str();
+  cmd->add_option("--out", o->out, "also write the JSON here (atomically)");
+  cmd->add_flag("--json", o->json, "print JSON");
+  cmd->callback([o]() {
+    auto r = world::clipscore_crop_sanity(o->sanity);
+    auto j = world::crop_sanity_json(o->sanity, r);
+    if (!o->out.empty()) io::write_json_atomic(o->out, j);
+    print_result(j, o->json);
+  });
+}
+
 // `p2dpo world train-base --world DIR --clip DIR [--tokenizer DIR] --out DIR [--steps-* N ...]`
 void add_world_train_base(CLI::App& world) {
   struct Opts {
@@ -90,7 +174,7 @@ void add_world_train_base(CLI::App& world) {
   world::BaseTrainOptions& b = o->base;
   cmd->add_option("--world", b.world_dir, "world directory (p2dpo world make)")->required();
   cmd->add_option("--clip", b.clip_dir, "world CLIP checkpoint (p2dpo world train-clip)")->required();
-  cmd->add_option("--tokenizer", b.tokenizer_dir, "llava-hf tokenizer files (default: the --clip directory's)");
+  cmd->add_option("--tokenizer", b.tokenizer_dir, "llava-hf tokenizer files (p2dpo world train-tokenizer)")->required();
   cmd->add_option("--out", b.out_dir, "output directory: init/, stages/<name>/, model/")->required();
   cmd->add_option("--seed", o->seed, "seed for initialisation and data order")->capture_default_str();
   cmd->add_option("--hidden", b.model.hidden_size, "decoder width")->capture_default_str();
@@ -138,8 +222,10 @@ void register_world(CLI::App& app) {
   CLI::App* world = app.add_subcommand("world", "The embedded world: scenes, text and evaluation sets; its tiny models");
   world->require_subcommand(1);
   add_world_make(*world);
+  add_world_train_tokenizer(*world);
+  add_world_train_clip(*world);
+  add_world_clip_sanity(*world);
   add_world_train_base(*world);
-  // train-clip / train-base: add_world_train_clip(*world); add_world_train_base(*world);
 }
 
 }  // namespace p2dpo::cli

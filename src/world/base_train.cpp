@@ -97,10 +97,11 @@ std::vector<train::Conversation> stage_data(const BaseStage& s, const WorldData&
 
 BaseTrainResult train_world_base(const BaseTrainOptions& opt) {
   if (opt.out_dir.empty()) throw InputError("--out", "is required");
+  if (opt.tokenizer_dir.empty()) throw InputError("--tokenizer", "is required (p2dpo world train-tokenizer)");
   fs::create_directories(opt.out_dir + "/stages");
   models::LlavaBuildSpec spec = opt.model;
   spec.vision_from = opt.clip_dir;
-  spec.tokenizer_from = opt.tokenizer_dir.empty() ? opt.clip_dir : opt.tokenizer_dir;
+  spec.tokenizer_from = opt.tokenizer_dir;
   spec.seed = opt.seed;
 
   // The resolved options, next to the results (every run writes its full configuration).

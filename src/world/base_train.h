@@ -33,7 +33,7 @@ struct BaseStage {
 struct BaseTrainOptions {
   std::string world_dir;      // `p2dpo world make` output
   std::string clip_dir;       // `p2dpo world train-clip` output (HF CLIPModel layout)
-  std::string tokenizer_dir;  // llava-hf tokenizer files (default: <clip_dir>/../tokenizer when empty)
+  std::string tokenizer_dir;  // llava-hf tokenizer files (`p2dpo world train-tokenizer` output)
   std::string out_dir;
   models::LlavaBuildSpec model;  // vision_from / tokenizer_from are filled from the dirs above
   std::vector<BaseStage> stages = default_stages();
