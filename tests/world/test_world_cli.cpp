@@ -1,0 +1,50 @@
+// The world's command chain as a user runs it: make -> train-tokenizer -> train-clip ->
+// clip-sanity -> train-base -> eval pope, a few steps each (CI's short version of the full run).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "cli_run.h"
+#include "io/json_io.h"
+#include "test_paths.h"
+
+using p2dpo::test::run_cli;
+
+namespace {
+
+nlohmann::json json_of(const p2dpo::test::CliRun& r) {
+  EXPECT_EQ(r.status, 0) << r.out;
+  return nlohmann::json::parse(r.out);
+}
+
+TEST(WorldCli, TheWholeChainRunsAndWritesAnHfModelThatPopeEvaluates) {
+  const std::string d = p2dpo::test::scratch_dir("world_cli");
+  auto made = json_of(run_cli({"world", "make", "--out", d + "/w", "--seed", "2", "--train", "32", "--prompts", "4",
+                               "--eval", "8", "--quiet", "--json"}, false));
+  EXPECT_EQ(made["images"], 44);
+  auto tok = json_of(run_cli({"world", "train-tokenizer", "--world", d + "/w", "--out", d + "/tok", "--json"}, false));
+  EXPECT_EQ(tok["image_token_id"].get<int64_t>() + 1, tok["pad_token_id"].get<int64_t>());
+  auto clip = json_of(run_cli({"world", "train-clip", "--world", d + "/w", "--out", d + "/clip", "--steps", "3",
+                               "--batch", "8", "--quiet", "--json"}, false));
+  EXPECT_EQ(clip["steps_done"], 3);
+  auto sanity = json_of(run_cli({"world", "clip-sanity", "--clip", d + "/clip", "--world", d + "/w",
+                                 "--max-questions", "10", "--out", d + "/sanity.json", "--json"}, false));
+  EXPECT_GT(sanity["all"]["questions"].get<int64_t>(), 0);
+  EXPECT_TRUE(std::filesystem::exists(d + "/sanity.json"));
+  auto base = json_of(run_cli({"world", "train-base", "--world", d + "/w", "--clip", d + "/clip", "--tokenizer",
+                               d + "/tok", "--out", d + "/base", "--hidden", "32", "--intermediate", "64", "--layers",
+                               "2", "--heads", "4", "--kv-heads", "4", "--steps", "1,1,1,1", "--quiet", "--json"}, false));
+  EXPECT_EQ(base["steps_done"], 4);
+  auto pope = run_cli({"eval", "pope", "--model", d + "/base/model", "--questions",
+                       d + "/w/eval/pope/world_pope_adversarial.json", "--images", d + "/w/images/eval",
+                       "--prompt-template", "USER: {question}\n<image> ASSISTANT:", "--no-answer-suffix",
+                       "--max-new-tokens", "4", "--limit", "6", "--out", d + "/pope", "--json"}, false);
+  ASSERT_EQ(pope.status, 0) << pope.out;
+  EXPECT_TRUE(std::filesystem::exists(d + "/pope/results.json"));
+  // Bad input names the flag: train-base without a tokenizer.
+  auto bad = run_cli({"world", "train-base", "--world", d + "/w", "--clip", d + "/clip", "--out", d + "/b2"});
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.out.find("--tokenizer"), std::string::npos) << bad.out;
+}
+
+}  // namespace
