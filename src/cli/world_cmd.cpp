@@ -95,8 +95,13 @@ void add_world_train_tokenizer(CLI::App& world) {
   cmd->add_option("--seed", o->seed, "trainer seed")->capture_default_str();
   cmd->add_flag("--json", o->json, "print the summary as JSON");
   cmd->callback([o]() {
+    // The chat template's words occur once per training conversation; SentencePiece only learns
+    // pieces for them when it sees them that often (once gives letter-by-letter "USER").
+    const std::string conv_path = o->world_dir + "/train/conversations.json";
+    const size_t conversations = io::read_json_file(conv_path).size();
     auto info = world::train_world_tokenizer(o->world_dir + "/text/corpus.txt", o->out_dir, o->vocab_size,
-                                             parse_seed(o->seed), {"USER: ASSISTANT:"});
+                                             parse_seed(o->seed),
+                                             std::vector<std::string>(conversations, "USER: ASSISTANT:"));
     nlohmann::json j{{"out", o->out_dir}, {"sentencepiece_size", info.sentencepiece_size},
                      {"image_token_id", info.image_token_id}, {"pad_token_id", info.pad_token_id},
                      {"tokenizer_size", info.tokenizer_size}};
@@ -109,7 +114,7 @@ void add_world_train_clip(CLI::App& world) {
   struct Opts {
     world::ClipTrainOptions clip;
     std::string seed = "0";
-    bool json = false;
+    bool json = false, no_augment = false;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = world.add_subcommand("train-clip", "Train the world CLIP contrastively on the world's captions; HF CLIPModel layout");
@@ -125,13 +130,17 @@ void add_world_train_clip(CLI::App& world) {
       ->capture_default_str();
   cmd->add_option("--checkpoint-every", c.checkpoint_every, "checkpoint every N steps")->capture_default_str();
   cmd->add_flag("--resume", c.resume, "continue from --out/checkpoint-last");
+  cmd->add_flag("--no-augment", o->no_augment, "captions only: no existence questions or object crops");
   cmd->add_flag("--quiet", c.quiet, "no progress lines");
   cmd->add_flag("--json", o->json, "print the summary as JSON");
   cmd->callback([o]() {
     o->clip.seed = parse_seed(o->seed);
+    o->clip.augment = !o->no_augment;
     auto r = world::train_world_clip(o->clip);
     nlohmann::json j{{"out", o->clip.out_dir}, {"steps_done", r.steps_done}, {"first_loss", r.first_loss},
-                     {"last_loss", r.last_loss}, {"seconds", r.seconds}, {"pairs", r.num_pairs}};
+                     {"last_loss", r.last_loss}, {"seconds", r.seconds}, {"pairs", r.num_pairs},
+                     {"caption_pairs", r.num_caption_pairs}, {"question_pairs", r.num_question_pairs},
+                     {"crop_pairs", r.num_crop_pairs}};
     print_result(j, o->json);
   });
 }

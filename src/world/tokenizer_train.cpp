@@ -127,7 +127,8 @@ WorldTokenizerInfo train_world_tokenizer(const std::string& corpus_txt, const st
 
   // The trainer records its input and output names in the model (trainer_spec), so it runs in a
   // scratch directory on fixed relative names: the model bytes then depend on the corpus only.
-  const fs::path work = fs::path(out_dir) / (".spm-train." + std::to_string(::getpid()));
+  // Absolute: the child chdirs into it before opening its log.
+  const fs::path work = fs::absolute(fs::path(out_dir) / (".spm-train." + std::to_string(::getpid())));
   fs::remove_all(work, ec);
   fs::create_directories(work, ec);
   if (ec) throw InputError(work.string(), "cannot create directory: " + ec.message());

@@ -96,6 +96,20 @@ TEST(WorldTokenizer, SameCorpusGivesByteIdenticalFiles) {
   EXPECT_NE(io::read_file(a + "/out/tokenizer.model"), io::read_file(b + "/other/tokenizer.model"));
 }
 
+TEST(WorldTokenizer, RelativeOutputDirKeepsTheTrainerLogOutOfTheConsole) {
+  const std::string dir = test::scratch_dir("world-tok-rel");
+  const std::string corpus = write_corpus(dir);
+  const auto cwd = fs::current_path();
+  fs::current_path(dir);
+  testing::internal::CaptureStderr();
+  const auto info = train_world_tokenizer("corpus.txt", "rel/out", 300, 1);
+  const std::string err = testing::internal::GetCapturedStderr();
+  fs::current_path(cwd);
+  EXPECT_EQ(info.sentencepiece_size, 300);
+  EXPECT_TRUE(fs::exists(dir + "/rel/out/tokenizer.model"));
+  EXPECT_EQ(err.find("trainer_spec"), std::string::npos) << "spm_train's log leaked to stderr";
+}
+
 TEST(WorldTokenizer, BadInputsNameTheProblem) {
   const std::string dir = test::scratch_dir("world-tok-bad");
   EXPECT_NE(test::error_of([&] { train_world_tokenizer(dir + "/missing.txt", dir + "/o", 400, 0); })
