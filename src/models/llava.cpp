@@ -121,12 +121,17 @@ torch::Tensor LlavaModel::project(const torch::Tensor& selected) const {
   return linear_2_(activation(cfg_.projector_hidden_act, linear_1_(selected)));
 }
 
-torch::Tensor LlavaModel::encode_images(const std::vector<PreparedImage>& images) {
+torch::Tensor LlavaModel::vision_features(const std::vector<PreparedImage>& images) {
   if (images.empty()) return {};
   std::vector<torch::Tensor> px;
   for (const auto& im : images) px.push_back(im.pixel_values);
   auto pixel_values = torch::stack(px).to(opts_.device, opts_.dtype);
-  return project(select_image_features(pixel_values));
+  return select_image_features(pixel_values);
+}
+
+torch::Tensor LlavaModel::encode_images(const std::vector<PreparedImage>& images) {
+  if (images.empty()) return {};
+  return project(vision_features(images));
 }
 
 namespace {

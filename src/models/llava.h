@@ -27,6 +27,9 @@ class LlavaModel : public VisionLanguageModel {
   torch::Device device() const override { return opts_.device; }
   PreparedImage prepare_image(const image::ImageU8& img) const override;
   torch::Tensor encode_images(const std::vector<PreparedImage>& images) override;
+  torch::Tensor vision_features(const std::vector<PreparedImage>& images) override;
+  torch::Tensor project_vision_features(const torch::Tensor& features) override { return project(features); }
+  std::vector<std::string> vision_feature_parameter_prefixes() const override { return {"vision_tower."}; }
   int64_t tokens_per_image(const PreparedImage&) const override { return tokens_per_image_; }
   std::vector<int64_t> tokenize_prompt(const std::string& prompt,
                                        const std::vector<PreparedImage>& images) const override;

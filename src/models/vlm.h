@@ -80,6 +80,12 @@ class VisionLanguageModel {
   virtual PreparedImage prepare_image(const image::ImageU8& img) const = 0;
   // Pixel tensor -> image features in LM embedding space, [n_images, tokens_per_image, hidden].
   virtual torch::Tensor encode_images(const std::vector<PreparedImage>& images) = 0;
+  // The same in two halves, so a trainer whose vision tower is frozen can cache the first half per
+  // image: encode_images(x) == project_vision_features(vision_features(x)).
+  virtual torch::Tensor vision_features(const std::vector<PreparedImage>& images) = 0;  // [n, T, Dv]
+  virtual torch::Tensor project_vision_features(const torch::Tensor& features) = 0;     // -> [n, T, hidden]
+  // Canonical-name prefixes of every parameter vision_features depends on.
+  virtual std::vector<std::string> vision_feature_parameter_prefixes() const = 0;
   virtual int64_t tokens_per_image(const PreparedImage& img) const = 0;
 
   // Text: the prompt is the full text as given to the HF processor, one image marker per image.

@@ -41,10 +41,17 @@ models::ForwardOutput forward_batch(models::VisionLanguageModel& model, const Ca
                                     const std::vector<models::PreparedImage>& batch_images) {
   TORCH_CHECK(batch_images.size() == batch.images.size(), "forward_batch: ", batch.images.size(),
               " images in the batch, ", batch_images.size(), " prepared");
+  return forward_batch_features(model, batch, batch_images.empty() ? torch::Tensor() : model.encode_images(batch_images));
+}
+
+models::ForwardOutput forward_batch_features(models::VisionLanguageModel& model, const CausalLMBatch& batch,
+                                             const torch::Tensor& per_image) {
   const CausalLMTensors t = to_tensors(batch, model.device());
   torch::Tensor features;
-  if (!batch_images.empty()) {
-    const torch::Tensor per_image = model.encode_images(batch_images);  // [n_distinct, T, H]
+  if (!batch.images.empty()) {
+    TORCH_CHECK(per_image.defined() && per_image.size(0) == static_cast<int64_t>(batch.images.size()),
+                "forward_batch_features: ", batch.images.size(), " images in the batch, features for ",
+                per_image.defined() ? per_image.size(0) : 0);
     const auto order = image_feature_order(batch);
     features = per_image.index_select(0, torch::tensor(order, torch::kInt64).to(per_image.device()))
                    .reshape({-1, per_image.size(-1)});
@@ -63,20 +70,38 @@ struct MicroBatch {
   std::vector<models::PreparedImage> images;  // batch.images, prepared, same order
 };
 
+// Images of a run. With a frozen vision tower (cache_vision) an image is decoded and encoded once
+// per run and its pixels dropped; otherwise images are decoded once per step.
+struct ImageStore {
+  bool cache_vision = false;
+  std::map<std::string, models::PreparedImage> prepared;  // this step's (or, cached, the run's, pixel-free)
+  std::map<std::string, torch::Tensor> vision;           // cache_vision: path -> [T, Dv], no grad
+
+  const models::PreparedImage& get(models::VisionLanguageModel& model, const std::string& path) {
+    auto it = prepared.find(path);
+    if (it != prepared.end()) return it->second;
+    models::PreparedImage img = model.prepare_image(image::decode_image_file(path));
+    if (cache_vision) {
+      torch::NoGradGuard no_grad;
+      vision[path] = model.vision_features({img})[0].clone();
+      img.pixel_values = torch::Tensor();  // the tokenizer needs only the grid
+      img.view = image::ImageU8();
+    }
+    return prepared.emplace(path, std::move(img)).first->second;
+  }
+  void end_step() {
+    if (!cache_vision) prepared.clear();
+  }
+};
+
 MicroBatch build_micro_batch(models::VisionLanguageModel& model, const std::vector<Conversation>& data,
                              const std::vector<int64_t>& indices, const CausalLMTrainConfig& cfg,
-                             std::map<std::string, models::PreparedImage>& prepared) {
+                             ImageStore& store) {
   std::vector<TokenizedExample> examples;
   for (const int64_t i : indices) {
     const Conversation& conv = data[static_cast<size_t>(i)];
     std::vector<models::PreparedImage> conv_images;
-    if (!conv.image.empty()) {
-      auto it = prepared.find(conv.image);
-      if (it == prepared.end()) {
-        it = prepared.emplace(conv.image, model.prepare_image(image::decode_image_file(conv.image))).first;
-      }
-      conv_images.push_back(it->second);
-    }
+    if (!conv.image.empty()) conv_images.push_back(store.get(model, conv.image));
     examples.push_back(tokenize_for_model(model, conv, cfg.conversation, conv_images));
   }
   CollateOptions copts;
@@ -85,13 +110,20 @@ MicroBatch build_micro_batch(models::VisionLanguageModel& model, const std::vect
   copts.image_token_id = model.info().image_token_id;
   MicroBatch mb;
   mb.batch = collate_causal_lm(examples, copts);
-  for (const auto& key : mb.batch.images) mb.images.push_back(prepared.at(key));
+  for (const auto& key : mb.batch.images) mb.images.push_back(store.prepared.at(key));
   return mb;
 }
 
 // Forward one micro-batch; returns the summed answer-token NLL (differentiable).
-torch::Tensor micro_batch_nll_sum(models::VisionLanguageModel& model, const MicroBatch& mb) {
-  const models::ForwardOutput out = forward_batch(model, mb.batch, mb.images);
+torch::Tensor micro_batch_nll_sum(models::VisionLanguageModel& model, const MicroBatch& mb, const ImageStore& store) {
+  models::ForwardOutput out;
+  if (store.cache_vision && !mb.batch.images.empty()) {
+    std::vector<torch::Tensor> rows;
+    for (const auto& key : mb.batch.images) rows.push_back(store.vision.at(key));
+    out = forward_batch_features(model, mb.batch, model.project_vision_features(torch::stack(rows)));
+  } else {
+    out = forward_batch(model, mb.batch, mb.images);
+  }
   const torch::Tensor labels = torch::tensor(mb.batch.labels, torch::kInt64).view({mb.batch.batch_size, mb.batch.length});
   return masked_token_nll_sum(out.logits, labels).sum;
 }
@@ -147,6 +179,12 @@ CausalLMTrainResult train_causal_lm(models::VisionLanguageModel& model, const st
   MetricsLogger metrics((fs::path(out_dir) / "metrics.jsonl").string(),
                         latest ? std::optional<int64_t>(state.step) : std::nullopt);
   ProgressLine progress("train step", total_steps, state.step);
+  ImageStore images;
+  images.cache_vision = cfg.cache_frozen_vision;
+  for (const auto& [name, p] : params) {
+    for (const auto& prefix : model.vision_feature_parameter_prefixes())
+      if (name.rfind(prefix, 0) == 0) images.cache_vision = false;  // the tower trains: encode every step
+  }
 
   // ---- loop: one iteration = one optimizer step ----
   while (state.step < total_steps) {
@@ -155,11 +193,10 @@ CausalLMTrainResult train_causal_lm(models::VisionLanguageModel& model, const st
 
     // 1. Build every micro-batch first: the step's target-token count normalises each micro loss,
     //    so the accumulated gradient is the gradient of the step's token mean.
-    std::map<std::string, models::PreparedImage> prepared;  // images decoded once per step
     std::vector<MicroBatch> micro;
     int64_t step_tokens = 0, real_tokens = 0;
     for (const auto& idx : split_micro_batches(step_indices, plan.micro_batch_size)) {
-      micro.push_back(build_micro_batch(model, data, idx, cfg, prepared));
+      micro.push_back(build_micro_batch(model, data, idx, cfg, images));
       step_tokens += micro.back().batch.target_tokens;
       real_tokens += micro.back().batch.real_tokens;
     }
@@ -167,7 +204,7 @@ CausalLMTrainResult train_causal_lm(models::VisionLanguageModel& model, const st
     // 2. Forward + backward per micro-batch; gradients accumulate in .grad.
     double loss = 0.0;
     for (const auto& mb : micro) {
-      const torch::Tensor scaled = scale_for_accumulation(micro_batch_nll_sum(model, mb), step_tokens);
+      const torch::Tensor scaled = scale_for_accumulation(micro_batch_nll_sum(model, mb, images), step_tokens);
       scaled.backward();
       loss += scaled.item<double>();
     }
@@ -177,6 +214,7 @@ CausalLMTrainResult train_causal_lm(models::VisionLanguageModel& model, const st
     const double lr = schedule.lr_at(state.step);
     optimizer.step(lr);
     optimizer.zero_grad();
+    images.end_step();
 
     // 4. Bookkeeping: the state a checkpoint must capture is now that of `step` completed steps.
     state.step += 1;

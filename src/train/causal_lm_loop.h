@@ -33,6 +33,9 @@ TokenizedExample tokenize_for_model(const models::VisionLanguageModel& model, co
 // is encoded once, its features are placed in the image-token slots in order, logits come back.
 models::ForwardOutput forward_batch(models::VisionLanguageModel& model, const CausalLMBatch& batch,
                                     const std::vector<models::PreparedImage>& batch_images);
+// The same with the images already encoded into LM space: [n_distinct, T, hidden] in batch.images order.
+models::ForwardOutput forward_batch_features(models::VisionLanguageModel& model, const CausalLMBatch& batch,
+                                             const torch::Tensor& per_image_features);
 
 struct CausalLMTrainConfig {
   ConversationTemplate conversation = conversation_template("v1");
@@ -57,6 +60,11 @@ struct CausalLMTrainConfig {
   int64_t stop_after_steps = 0;
   bool save_on_stop = true;
   bool progress = true;  // progress line on stderr
+  // When no trainable parameter feeds the vision tower, encode each distinct image once (alone, so
+  // its features never depend on which batch it first came in: resume stays bit-identical) and
+  // keep the tower's output for later steps; only the projector runs per step. Images are then
+  // decoded once per run instead of once per step.
+  bool cache_frozen_vision = true;
 };
 
 struct CausalLMTrainResult {

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "io/atomic_file.h"
+#include "image/decode.h"
 #include "io/json_io.h"
 #include "models/load.h"
 #include "test_paths.h"
@@ -243,4 +244,34 @@ TEST(TrainResume, RefusesToContinueADifferentRun) {
   cfg.max_steps = 3;
   EXPECT_NE(test::error_of([&] { train_causal_lm(*model, data, trainable, cfg, dir); }).find("not a continuation"),
             std::string::npos);
+}
+
+// The frozen-vision cache (encode each image once per run) changes where the tower runs, not what
+// is learned: a run with it matches a run that encodes every image on every step, to float
+// rounding (batched vs one-at-a-time tower calls round differently).
+TEST(TrainVisionCache, CachedRunMatchesPerStepEncoding) {
+  const auto data = load_llava_conversations(test::data_path("train/conversations.json"), test::data_path("llava-tiny-s0"));
+  const auto trainable = name_prefix_predicate({"multi_modal_projector.", "language_model."});
+  const std::string model_dir = test::data_path("llava-tiny-s0");
+  auto cfg = resume_config();
+  cfg.max_steps = 4;
+
+  auto cached = models::load_model(model_dir);
+  {
+    const auto px = cached->prepare_image(image::decode_image_file(data.front().image));
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(cached->encode_images({px}), cached->project_vision_features(cached->vision_features({px}))));
+  }
+  const std::string dir_on = test::scratch_dir("train_cache_on"), dir_off = test::scratch_dir("train_cache_off");
+  train_causal_lm(*cached, data, trainable, cfg, dir_on);
+  auto plain = models::load_model(model_dir);
+  cfg.cache_frozen_vision = false;
+  train_causal_lm(*plain, data, trainable, cfg, dir_off);
+
+  const auto wa = trained_weights(*cached), wb = trained_weights(*plain);
+  for (const auto& [k, v] : wa) EXPECT_TRUE(torch::allclose(v, wb.at(k), 1e-4, 1e-5)) << k;
+  const auto la = io::read_jsonl_file(dir_on + "/metrics.jsonl");
+  const auto lb = io::read_jsonl_file(dir_off + "/metrics.jsonl");
+  ASSERT_EQ(la.size(), lb.size());
+  for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i]["loss"].get<double>(), lb[i]["loss"].get<double>(), 1e-5);
 }
