@@ -10,4 +10,5 @@ void register_clipscore(CLI::App& app);
 void register_preprocess(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_world(CLI::App& app);
+void register_pairs(CLI::App& app);
 }  // namespace p2dpo::cli

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   p2dpo::cli::register_preprocess(app);
   p2dpo::cli::register_eval(app);
   p2dpo::cli::register_world(app);
+  p2dpo::cli::register_pairs(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

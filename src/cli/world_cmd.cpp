@@ -10,6 +10,7 @@
 #include "io/errors.h"
 #include "io/json_io.h"
 #include "world/base_train.h"
+#include "world/pairs_sanity.h"
 #include "world/clip_train.h"
 #include "world/tokenizer_train.h"
 #include "world/make_world.h"
@@ -225,6 +226,26 @@ void add_world_train_base(CLI::App& world) {
   });
 }
 
+// `p2dpo world pairs-sanity --pairs DIR --world DIR`: do the pairs point the right way?
+void add_world_pairs_sanity(CLI::App& world) {
+  struct Opts {
+    std::string pairs, world_dir, out;
+    bool kept_only = false, json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = world.add_subcommand("pairs-sanity", "Check a pairs run against the world's truth: faithfulness order of chosen vs rejected, crop hits vs random boxes");
+  cmd->add_option("--pairs", o->pairs, "output folder of `p2dpo pairs` (reads pairs.jsonl)")->required();
+  cmd->add_option("--world", o->world_dir, "the world the prompts came from")->required();
+  cmd->add_flag("--kept-only", o->kept_only, "only the pairs the filter kept");
+  cmd->add_option("--out", o->out, "also write the JSON here (atomically)");
+  cmd->add_flag("--json", o->json, "print JSON");
+  cmd->callback([o]() {
+    auto j = world::pairs_sanity(o->pairs, o->world_dir, o->kept_only);
+    if (!o->out.empty()) io::write_json_atomic(o->out, j);
+    print_result(j, o->json);
+  });
+}
+
 }  // namespace
 
 void register_world(CLI::App& app) {
@@ -235,6 +256,7 @@ void register_world(CLI::App& app) {
   add_world_train_clip(*world);
   add_world_clip_sanity(*world);
   add_world_train_base(*world);
+  add_world_pairs_sanity(*world);
 }
 
 }  // namespace p2dpo::cli

@@ -1,0 +1,83 @@
+// p2dpo pairs: on-policy, vision-aware preference pairs (src/pairs/pipeline.h).
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "io/errors.h"
+#include "pairs/clip_scorer.h"
+#include "pairs/config.h"
+#include "pairs/pipeline.h"
+
+namespace p2dpo::cli {
+
+namespace {
+// torchrun's environment; absent means one process.
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  if (*end != '\0' || x < 0) throw InputError(name, std::string("environment variable is not a count: '") + v + "'");
+  return static_cast<int>(x);
+}
+}  // namespace
+
+void register_pairs(CLI::App& app) {
+  struct Opts {
+    ModelFlags model;
+    std::string config, preset, data, images, out, clip;
+    int64_t limit = 0;
+    bool merge = false, quiet = false, json = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("pairs", "Generate P2-DPO preference pairs with the model itself (focus + robustness pairs)");
+  o->model.add(cmd);
+  cmd->get_option("--model")->required(false);  // --merge needs no model; checked in the callback
+  cmd->add_option("--config", o->config, "pairs config (YAML or JSON; keys at top level or under 'pairs:')");
+  cmd->add_option("--preset", o->preset, "paper | released-code (overrides the config's preset)");
+  cmd->add_option("--data", o->data, "prompts: LLaVA/RLHF-V conversation JSON or JSONL {id, image, question}");
+  cmd->add_option("--images", o->images, "folder the data's image paths are relative to");
+  cmd->add_option("--out", o->out, "output folder (resumable: rerun the same command to continue)")->required();
+  cmd->add_option("--clip", o->clip, "HF CLIPModel folder for CLIPScore and dynamic deficit weighting");
+  cmd->add_option("--limit", o->limit, "only the first N samples");
+  cmd->add_flag("--merge", o->merge, "only merge finished shards and write pairs.jsonl, filtered.jsonl, stats.json");
+  cmd->add_flag("--quiet", o->quiet, "no progress line");
+  cmd->add_flag("--json", o->json, "print the statistics as JSON");
+  cmd->callback([o]() {
+    namespace fs = std::filesystem;
+    if (o->merge) {
+      const auto cfg = pairs::load_pairs_config((fs::path(o->out) / "config.json").string());
+      print_result(pairs::finalize_pairs(o->out, cfg), o->json);
+      return;
+    }
+    for (const auto& [flag, value] : {std::pair<const char*, const std::string*>{"--model", &o->model.model_dir},
+                                      {"--data", &o->data}, {"--images", &o->images}}) {
+      if (value->empty()) throw InputError(flag, "is required (unless --merge)");
+    }
+    const auto cfg = pairs::load_pairs_config(o->config, o->preset);
+    auto model = o->model.load();
+    std::unique_ptr<pairs::ClipScorer> clip;
+    if (!o->clip.empty()) clip = pairs::ClipScorer::load(o->clip);
+    pairs::PairsRunOptions opt;
+    opt.data_path = o->data;
+    opt.images_dir = o->images;
+    opt.out_dir = o->out;
+    opt.model_dir = o->model.model_dir;
+    opt.clip_dir = o->clip;
+    opt.limit = o->limit;
+    opt.rank = env_int("RANK", 0);
+    opt.world_size = env_int("WORLD_SIZE", 1);
+    opt.progress = !o->quiet;
+    const auto summary = pairs::generate_pairs(*model, clip.get(), cfg, opt);
+    if (!summary.finalized) {
+      std::cerr << "pairs: rank " << opt.rank << " finished its shard (" << summary.generated_now
+                << " new records); rank 0 merges\n";
+      return;
+    }
+    print_result(summary.stats, o->json);
+  });
+}
+
+}  // namespace p2dpo::cli

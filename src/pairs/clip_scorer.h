@@ -1,0 +1,25 @@
+#pragma once
+// CLIPScore for dynamic deficit weighting: 100 * max(cos(E_img, E_text), 0) with an HF CLIPModel
+// checkpoint (method.md §6: the prompt is the raw question, truncated to the text tower's length).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "image/image.h"
+
+namespace p2dpo::pairs {
+
+class ClipScorer {
+ public:
+  static std::unique_ptr<ClipScorer> load(const std::string& dir);
+  ~ClipScorer();
+  // One score per image, all against `text`.
+  std::vector<double> scores(const std::string& text, const std::vector<image::ImageU8>& images) const;
+
+ private:
+  ClipScorer();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace p2dpo::pairs

@@ -1,0 +1,117 @@
+#pragma once
+// Every choice of pair generation (method.md, "Our defaults" and the paper/released-code
+// differences) as one config. A run starts from a preset, overlays the user's file (YAML or JSON;
+// unknown keys are errors that name the file and key), and writes the resolved result next to
+// its output, so a run records every value it used.
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace p2dpo::pairs {
+
+struct PromptConfig {
+  // P: how a question is put to the model; "{question}" is replaced, "<image>" is the image slot.
+  // llava-hf's format by default; the world model reads the question before the image.
+  std::string template_ = "USER: <image>\n{question} ASSISTANT:";
+  std::string image_marker = "<image>";
+  // The attention pass's question: "locate" (App. B.3) or "plain" (the released code).
+  std::string attention = "locate";
+  std::string locate = "Your task is to answer the question by first locating the relevant region in the image. Question: {question}";
+  // P_enh's question, asked with two image slots (original first, crop second).
+  std::string enhanced =
+      "Answer the question mainly based on the first image, refer to the cropping details of the second image if "
+      "necessary, answer this question: {question}";
+};
+
+struct AttentionConfig {
+  std::string method = "grad";  // "grad" (ViCrop grad_att) | "mean" (head mean) | "layer_mean" (mean over `layers`)
+  std::vector<int> layers;      // empty: round(14/32 * L), the paper's layer 14 of 32 scaled by depth
+};
+
+struct CropConfig {
+  double base_width = 0, base_height = 0;  // 0: the model's vision input side, in original pixels
+  std::vector<double> ratios = {1.0, 1.2, 1.4, 1.6, 1.8, 2.0};
+};
+
+struct EraseSettings {
+  std::string mode = "mean";  // "mean" | "blur" | "alpha"
+  double alpha = 0.5;
+  double blur_sigma = 0.0;
+  // PIL's ImageDraw.rectangle paints x2/y2 too: the released code erases one more column and row.
+  bool pil_inclusive_end = false;
+};
+
+struct NoiseSettings {
+  std::string mode = "diffusion";  // "diffusion" (VCD, normalized tensor) | "pixel" (Gaussian sigma)
+  int diffusion_step = 600;
+  double pixel_sigma = 0.2;
+};
+
+struct FocusConfig {
+  int max_new_tokens = 150;
+};
+
+struct RobustConfig {
+  std::string prompt = "{question}";  // the question text for all robustness generations
+  double lambda = 0.1;                // contrastive amplification strength (cd_alpha)
+  double beta = 0.1;                  // plausibility threshold of V_head (cd_beta)
+  double temperature = 0.2, top_p = 0.9;
+  int max_new_tokens = 256;
+  // The loser, sampled from the noisy image alone.
+  std::string loser_prompt = "{question}";
+  double loser_temperature = 0.2, loser_top_p = 0.9;
+  int loser_max_new_tokens = 256;
+};
+
+struct FilterSettings {
+  double max_ppl = 2.5;
+  std::string margin_rule = "percentile";  // "percentile" (the paper's rule) | "fixed"
+  double margin_low = -0.174, margin_high = 0.208;
+  double percentile_low = 2.5, percentile_high = 97.5;
+  bool drop_identical = true;
+  double max_erased_share = 0.0;  // > 0: drop pairs whose erased box covers more of the image
+};
+
+struct DdwSettings {
+  bool enabled = true;
+  double w_base = 0.5, alpha_max = 0.2, tau = 0.1, eps = 1e-8;
+};
+
+struct PairsConfig {
+  std::string preset = "paper";
+  uint64_t seed = 0;
+  PromptConfig prompt;
+  AttentionConfig attention;
+  CropConfig crop;
+  EraseSettings erase;
+  NoiseSettings noise;
+  FocusConfig focus;
+  RobustConfig robust;
+  FilterSettings filter;
+  DdwSettings ddw;
+  int batch_size = 4;   // samples generated together (batched generation across samples)
+  int heatmaps = 8;     // heat-map PNGs for the first K samples
+  int max_length = 0;   // reserved: 0 = no prompt truncation
+
+  nlohmann::json to_json() const;
+};
+
+// "paper" or "released-code" (method.md: attention prompt plain in the released code).
+PairsConfig preset_config(const std::string& preset);
+
+// preset (from `preset_override` if not empty, else the file's "preset", else "paper") + the
+// file's keys. `path` may be empty (defaults only). The file may hold the keys at top level or
+// under "pairs:".
+PairsConfig load_pairs_config(const std::string& path, const std::string& preset_override = "");
+
+// A YAML or JSON file as JSON (YAML when the name ends in .yaml/.yml). Errors name the file.
+nlohmann::json read_config_file(const std::string& path);
+
+// Text of a question inside a template: every "{question}" replaced.
+std::string fill_question(const std::string& tmpl, const std::string& question);
+// The prompt P with its image slot repeated `n` times (I + I_crop in two slots).
+std::string with_image_slots(const std::string& prompt, const std::string& marker, int n);
+
+}  // namespace p2dpo::pairs

@@ -1,0 +1,596 @@
+#include "pairs/pipeline.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "image/decode.h"
+#include "image/png_write.h"
+#include "infer/attention.h"
+#include "infer/generate.h"
+#include "io/atomic_file.h"
+#include "io/errors.h"
+#include "io/json_io.h"
+#include "pairs/clip_scorer.h"
+#include "pairs/contrastive.h"
+#include "pairs/crop.h"
+#include "pairs/filter.h"
+#include "pairs/heatmap.h"
+#include "pairs/responses.h"
+#include "pairs/views.h"
+#include "train/metrics.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace p2dpo::pairs {
+
+// ---------------------------------------------------------------------------------------------
+// Input
+
+namespace {
+std::string strip_image_marker(std::string text) {
+  for (const std::string m : {"<image>\n", "\n<image>", "<image>"}) {
+    for (size_t p; (p = text.find(m)) != std::string::npos;) text.erase(p, m.size());
+  }
+  const auto b = text.find_first_not_of(" \n\t"), e = text.find_last_not_of(" \n\t");
+  return b == std::string::npos ? "" : text.substr(b, e - b + 1);
+}
+
+std::string id_of(const json& rec, int64_t index) {
+  for (const char* key : {"id", "idx", "question_id"}) {
+    if (!rec.contains(key)) continue;
+    const auto& v = rec.at(key);
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+  }
+  return std::to_string(index);
+}
+}  // namespace
+
+std::vector<PromptSample> load_prompt_samples(const std::string& path) {
+  if (!fs::exists(path)) throw InputError(path, "no such data file");
+  const bool jsonl = path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0;
+  std::vector<json> items;
+  if (jsonl) {
+    items = io::read_jsonl_file(path);
+  } else {
+    json all = io::read_json_file(path);
+    if (all.is_object()) {
+      for (const char* key : {"data", "records", "examples"})
+        if (all.contains(key)) {
+          all = all.at(key);
+          break;
+        }
+    }
+    if (!all.is_array()) throw InputError(path, "must be a JSON list of records (LLaVA conversation format) or JSONL");
+    items.assign(all.begin(), all.end());
+  }
+  std::vector<PromptSample> out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const json& rec = items[i];
+    const std::string where = "record " + std::to_string(i);
+    if (!rec.is_object()) throw InputError(path, where + " is not an object");
+    PromptSample s;
+    s.index = static_cast<int64_t>(i);
+    s.id = id_of(rec, s.index);
+    s.image = io::get_required<std::string>(rec, "image", path, where);
+    if (rec.contains("question")) {
+      s.question = io::get_required<std::string>(rec, "question", path, where);
+    } else if (rec.contains("conversations")) {
+      const auto& conv = rec.at("conversations");
+      if (!conv.is_array() || conv.empty() || !conv[0].is_object())
+        throw InputError(path, where + ": field 'conversations' must be a non-empty list of turns");
+      s.question = io::get_required<std::string>(conv[0], "value", path, where + " conversations[0]");
+    } else {
+      throw InputError(path, where + ": needs a 'question' field or a 'conversations' list");
+    }
+    s.question = strip_image_marker(s.question);
+    if (s.question.empty()) throw InputError(path, where + ": the question is empty");
+    out.push_back(std::move(s));
+  }
+  if (out.empty()) throw InputError(path, "holds no samples");
+  return out;
+}
+
+std::vector<int> attention_layers(const AttentionConfig& cfg, int num_layers) {
+  if (!cfg.layers.empty()) {
+    for (int l : cfg.layers)
+      if (l < 0 || l >= num_layers)
+        throw InputError("attention.layers", "layer " + std::to_string(l) + " is outside 0.." + std::to_string(num_layers - 1));
+    return cfg.layers;
+  }
+  const int l = static_cast<int>(std::lround(14.0 / 32.0 * num_layers));
+  return {std::clamp(l, 0, num_layers - 1)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// One batch of samples
+
+namespace {
+
+struct SampleWork {
+  const PromptSample* sample = nullptr;
+  image::ImageU8 original, crop, erased;
+  AttentionGrid grid;
+  int64_t first_token = -1;
+  AdaptiveCropResult crop_result, inverse_result;
+  models::PreparedImage p_orig, p_crop, p_deg, p_noise;
+  uint64_t noise_seed = 0, chosen_seed = 0, loser_seed = 0;
+  std::string P, P_two, P_att, P_enh, P_rob, P_loser;
+};
+
+struct GeneratedText {
+  std::string text;
+  int tokens = 0;
+  double logp_mean = 0.0, ppl = 1.0;
+  bool stopped_on_eos = false;
+};
+
+GeneratedText to_text(const models::VisionLanguageModel& model, const infer::GenerationResult& r) {
+  GeneratedText g;
+  std::vector<int64_t> ids = r.token_ids;
+  if (r.stopped_on_eos && !ids.empty()) ids.pop_back();
+  std::string t = model.decode(ids);
+  const auto b = t.find_first_not_of(" \n\t"), e = t.find_last_not_of(" \n\t");
+  g.text = b == std::string::npos ? "" : t.substr(b, e - b + 1);
+  g.tokens = static_cast<int>(r.token_ids.size());
+  g.stopped_on_eos = r.stopped_on_eos;
+  if (!r.logprobs.empty()) {
+    double s = 0;
+    for (float v : r.logprobs) s += v;
+    g.logp_mean = s / static_cast<double>(r.logprobs.size());
+    g.ppl = std::exp(-g.logp_mean);
+  }
+  return g;
+}
+
+json box_json(const PixelBox& b) { return json::array({b.x1, b.y1, b.x2, b.y2}); }
+
+AttentionGrid attention_grid(models::VisionLanguageModel& model, const SampleWork& w, const PairsConfig& cfg,
+                             int64_t& first_token) {
+  const std::vector<models::PreparedImage> imgs = {w.p_orig};
+  const auto ids = model.tokenize_prompt(w.P_att, imgs);
+  const auto layers = attention_layers(cfg.attention, model.info().num_layers);
+  torch::Tensor map;
+  if (cfg.attention.method == "grad") {
+    for (int l : layers) {
+      auto g = infer::gradient_weighted_attention(model, imgs, ids, l);
+      map = map.defined() ? map + g.map : g.map;
+      first_token = g.first_token;
+    }
+    map = map / static_cast<double>(layers.size());
+  } else {
+    std::vector<int> use = layers;
+    if (cfg.attention.method == "layer_mean") {
+      use.clear();
+      for (int l = 0; l < model.info().num_layers; ++l) use.push_back(l);
+    }
+    auto att = infer::attention_to_images(model, imgs, ids, use, {-1});
+    for (auto& [l, m] : att.maps) map = map.defined() ? map + m.select(0, 0) : m.select(0, 0).clone();
+    map = map / static_cast<double>(att.maps.size());
+  }
+  AttentionGrid grid;
+  grid.rows = w.p_orig.grid_h;
+  grid.cols = w.p_orig.grid_w;
+  map = map.to(torch::kCPU, torch::kFloat64).contiguous();
+  if (map.numel() != static_cast<int64_t>(grid.rows) * grid.cols) {
+    throw std::runtime_error("attention map has " + std::to_string(map.numel()) + " image tokens, the grid " +
+                             std::to_string(grid.rows) + "x" + std::to_string(grid.cols));
+  }
+  grid.values.assign(map.data_ptr<double>(), map.data_ptr<double>() + map.numel());
+  return grid;
+}
+
+// The same grid with high and low attention swapped: its adaptive crop is the paper's
+// "att_inverse" control (App. G: crop from the complementary, low-attention region).
+AttentionGrid inverted(const AttentionGrid& g) {
+  AttentionGrid inv = g;
+  const double hi = *std::max_element(g.values.begin(), g.values.end());
+  for (auto& v : inv.values) v = hi - v;
+  return inv;
+}
+
+SampleWork prepare_sample(models::VisionLanguageModel& model, const PromptSample& s, const PairsConfig& cfg,
+                          const std::string& images_dir) {
+  SampleWork w;
+  w.sample = &s;
+  w.original = image::decode_image_file((fs::path(images_dir) / s.image).string());
+  const auto& pc = cfg.prompt;
+  const std::string two_slots = with_image_slots(pc.template_, pc.image_marker, 2);
+  w.P = fill_question(pc.template_, s.question);
+  w.P_two = fill_question(two_slots, s.question);
+  w.P_att = fill_question(pc.template_, pc.attention == "locate" ? fill_question(pc.locate, s.question) : s.question);
+  w.P_enh = fill_question(two_slots, fill_question(pc.enhanced, s.question));
+  w.P_rob = fill_question(pc.template_, fill_question(cfg.robust.prompt, s.question));
+  w.P_loser = fill_question(pc.template_, fill_question(cfg.robust.loser_prompt, s.question));
+
+  w.p_orig = model.prepare_image(w.original);
+  w.grid = attention_grid(model, w, cfg, w.first_token);
+  AdaptiveCropConfig cc;
+  const double side = model.info().vision_input_size;
+  cc.base_w = cfg.crop.base_width > 0 ? cfg.crop.base_width : side;
+  cc.base_h = cfg.crop.base_height > 0 ? cfg.crop.base_height : side;
+  cc.ratios = cfg.crop.ratios;
+  w.crop_result = adaptive_crop(w.grid, w.original.width, w.original.height, cc);
+  w.inverse_result = adaptive_crop(inverted(w.grid), w.original.width, w.original.height, cc);
+
+  w.crop = crop_view(w.original, w.crop_result.box);
+  EraseConfig ec;
+  ec.mode = cfg.erase.mode;
+  ec.alpha = cfg.erase.alpha;
+  ec.blur_sigma = cfg.erase.blur_sigma;
+  ec.pil_inclusive_end = cfg.erase.pil_inclusive_end;
+  w.erased = erase_region(w.original, w.crop_result.box, ec);
+  w.noise_seed = view_seed(cfg.seed, s.id, "noise");
+  w.chosen_seed = view_seed(cfg.seed, s.id, "robust_chosen");
+  w.loser_seed = view_seed(cfg.seed, s.id, "robust_rejected");
+  NoiseConfig nc;
+  nc.mode = cfg.noise.mode;
+  nc.diffusion_step = cfg.noise.diffusion_step;
+  nc.pixel_sigma = cfg.noise.pixel_sigma;
+  w.p_crop = model.prepare_image(w.crop);
+  w.p_deg = model.prepare_image(w.erased);
+  w.p_noise = noisy_view(model, w.original, nc, w.noise_seed);
+  return w;
+}
+
+infer::GenerationRequest request(models::VisionLanguageModel& model, const std::string& prompt,
+                                 const std::vector<models::PreparedImage>& imgs) {
+  infer::GenerationRequest r;
+  r.prompt_ids = model.tokenize_prompt(prompt, imgs);
+  torch::NoGradGuard no_grad;
+  r.image_features = model.encode_images(imgs);
+  return r;
+}
+
+std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer* clip, const PairsConfig& cfg,
+                            const std::vector<const PromptSample*>& batch, const PairsRunOptions& opt,
+                            const std::string& out_dir) {
+  std::vector<SampleWork> work;
+  for (const auto* s : batch) work.push_back(prepare_sample(model, *s, cfg, opt.images_dir));
+  torch::NoGradGuard no_grad;
+
+  // Focus pairs: greedy on (I, I_crop) with P_enh and on I_deg with P, every sample in one batch.
+  std::vector<infer::GenerationRequest> focus_req;
+  for (const auto& w : work) {
+    focus_req.push_back(request(model, w.P_enh, {w.p_orig, w.p_crop}));
+    focus_req.push_back(request(model, w.P, {w.p_deg}));
+  }
+  infer::SamplingConfig greedy;
+  greedy.max_new_tokens = cfg.focus.max_new_tokens;
+  const auto focus = infer::generate(model, focus_req, greedy);
+
+  // Robustness pairs: the loser sampled from the noisy image alone; the winner by contrastive
+  // amplification, expert (I) and amateur (I_noise) stepped together in one batched forward.
+  std::vector<infer::GenerationRequest> loser_req;
+  std::vector<std::vector<infer::GenerationRequest>> ca_ctx;
+  for (const auto& w : work) {
+    auto l = request(model, w.P_loser, {w.p_noise});
+    l.seed = w.loser_seed;
+    loser_req.push_back(std::move(l));
+    auto expert = request(model, w.P_rob, {w.p_orig});
+    expert.seed = w.chosen_seed;
+    ca_ctx.push_back({std::move(expert), request(model, w.P_rob, {w.p_noise})});
+  }
+  infer::SamplingConfig loser_cfg;
+  loser_cfg.temperature = cfg.robust.loser_temperature;
+  loser_cfg.top_p = cfg.robust.loser_top_p;
+  loser_cfg.max_new_tokens = cfg.robust.loser_max_new_tokens;
+  const auto losers = infer::generate(model, loser_req, loser_cfg);
+  infer::SamplingConfig ca_cfg;
+  ca_cfg.temperature = cfg.robust.temperature;
+  ca_cfg.top_p = cfg.robust.top_p;
+  ca_cfg.max_new_tokens = cfg.robust.max_new_tokens;
+  ContrastiveConfig cac;
+  cac.lambda = cfg.robust.lambda;
+  cac.beta = cfg.robust.beta;
+  const auto winners = infer::generate_multi_context(model, ca_ctx, contrastive_combiner(cac), ca_cfg);
+
+  std::vector<json> records;
+  for (size_t i = 0; i < work.size(); ++i) {
+    const SampleWork& w = work[i];
+    const PromptSample& s = *w.sample;
+    const GeneratedText fw = to_text(model, focus[2 * i]), fl = to_text(model, focus[2 * i + 1]);
+    const GeneratedText rw = to_text(model, winners[i]), rl = to_text(model, losers[i]);
+
+    // Reference log-prob sums for training (method.md §7.2), by the same frozen model.
+    auto ref = [&](const std::vector<models::PreparedImage>& imgs, const std::string& prompt, const std::string& y) {
+      return response_logprob_sum(model, imgs, prompt, y);
+    };
+    const double ref_fw_I = ref({w.p_orig}, w.P, fw.text), ref_fl_I = ref({w.p_orig}, w.P, fl.text);
+    const double ref_fl_aug = ref({w.p_orig, w.p_crop}, w.P_two, fl.text), ref_fl_deg = ref({w.p_deg}, w.P, fl.text);
+    const double ref_rw_noise = ref({w.p_noise}, w.P, rw.text), ref_rl_noise = ref({w.p_noise}, w.P, rl.text);
+
+    json rec;
+    rec["index"] = s.index;
+    rec["id"] = s.id;
+    rec["image"] = s.image;
+    rec["question"] = s.question;
+    rec["width"] = w.original.width;
+    rec["height"] = w.original.height;
+    rec["prompts"] = {{"P", w.P}, {"P_aug", w.P_two}, {"attention", w.P_att}, {"enhanced", w.P_enh},
+                      {"robust", w.P_rob}, {"robust_loser", w.P_loser}};
+    rec["attention"] = {{"method", cfg.attention.method},
+                        {"layers", attention_layers(cfg.attention, model.info().num_layers)},
+                        {"grid", {w.grid.rows, w.grid.cols}},
+                        {"first_token", w.first_token},
+                        {"map", w.grid.values}};
+    rec["bbox"] = box_json(w.crop_result.box);
+    rec["crop"] = {{"ratio", w.crop_result.ratio}, {"full_image", w.crop_result.full_image},
+                   {"inverse_bbox", box_json(w.inverse_result.box)}};
+    rec["erased_share"] = erased_share(w.crop_result.box, w.original.width, w.original.height);
+    rec["views"] = {{"erase", {{"mode", cfg.erase.mode}, {"alpha", cfg.erase.alpha}, {"blur_sigma", cfg.erase.blur_sigma},
+                               {"pil_inclusive_end", cfg.erase.pil_inclusive_end}}},
+                    {"noise", {{"mode", cfg.noise.mode}, {"diffusion_step", cfg.noise.diffusion_step},
+                               {"pixel_sigma", cfg.noise.pixel_sigma}, {"seed", w.noise_seed}}},
+                    {"robust_chosen_seed", w.chosen_seed},
+                    {"robust_rejected_seed", w.loser_seed}};
+    rec["focus"] = {{"chosen", fw.text}, {"rejected", fl.text},
+                    {"chosen_logp", fw.logp_mean}, {"rejected_logp", fl.logp_mean},
+                    {"chosen_ppl", fw.ppl}, {"rejected_ppl", fl.ppl},
+                    {"chosen_tokens", fw.tokens}, {"rejected_tokens", fl.tokens},
+                    {"chosen_eos", fw.stopped_on_eos}, {"rejected_eos", fl.stopped_on_eos}};
+    rec["robust"] = {{"chosen", rw.text}, {"rejected", rl.text},
+                     {"chosen_logp", rw.logp_mean}, {"rejected_logp", rl.logp_mean},
+                     {"chosen_ppl", rw.ppl}, {"rejected_ppl", rl.ppl},
+                     {"chosen_tokens", rw.tokens}, {"rejected_tokens", rl.tokens}};
+    rec["reference"] = {{"focus_chosen", ref_fw_I},       {"focus_rejected", ref_fl_I},
+                        {"calib_rejected_aug", ref_fl_aug}, {"calib_rejected_deg", ref_fl_deg},
+                        {"robust_chosen", ref_rw_noise},  {"robust_rejected", ref_rl_noise}};
+    rec["ips"] = {{"focus", ref_fw_I - ref_fl_I}, {"robust", ref_rw_noise - ref_rl_noise}};
+
+    DdwConfig dc;
+    dc.enabled = cfg.ddw.enabled;
+    dc.w_base = cfg.ddw.w_base;
+    dc.alpha_max = cfg.ddw.alpha_max;
+    dc.tau = cfg.ddw.tau;
+    dc.eps = cfg.ddw.eps;
+    if (clip) {
+      const auto inv = crop_view(w.original, w.inverse_result.box);
+      const auto sc = clip->scores(s.question, {w.original, w.crop, inv});
+      const DdwWeights dw = ddw_weights(sc[0], sc[1], dc);
+      rec["clip"] = {{"image", sc[0]}, {"crop", sc[1]}, {"inverse_crop", sc[2]}, {"ratio", dw.ratio}};
+      rec["weights"] = {{"alpha", dw.alpha}, {"w_focus", dw.w_focus}, {"w_robust", dw.w_robust}, {"ddw", dc.enabled}};
+    } else {
+      rec["clip"] = nullptr;
+      // No CLIP model: no evidence for either pair type, both weighted w_base (DDW off).
+      rec["weights"] = {{"alpha", 0.0}, {"w_focus", dc.w_base}, {"w_robust", dc.w_base}, {"ddw", false}};
+    }
+    if (s.index < cfg.heatmaps) {
+      std::string safe = s.id;
+      for (char& c : safe)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') c = '_';
+      const std::string rel = "heatmaps/" + std::to_string(s.index) + "-" + safe + ".png";
+      image::write_png_atomic((fs::path(out_dir) / rel).string(),
+                              attention_overlay(w.original, w.grid, w.crop_result.box, w.inverse_result.box));
+      rec["heatmap"] = rel;
+    }
+    records.push_back(std::move(rec));
+  }
+  return records;
+}
+
+std::string shard_dir(const std::string& out_dir, int rank) {
+  return (fs::path(out_dir) / "shards" / ("rank-" + std::to_string(rank))).string();
+}
+
+PairCandidate candidate_of(const json& r) {
+  PairCandidate c;
+  const auto& f = r.at("focus");
+  c.chosen_logp_mean = f.at("chosen_logp");
+  c.rejected_logp_mean = f.at("rejected_logp");
+  c.chosen_ppl = f.at("chosen_ppl");
+  c.rejected_ppl = f.at("rejected_ppl");
+  const auto& rb = r.at("robust");
+  c.identical_texts = f.at("chosen") == f.at("rejected") || rb.at("chosen") == rb.at("rejected");
+  c.empty_response = f.at("chosen").get<std::string>().empty() || f.at("rejected").get<std::string>().empty() ||
+                     rb.at("chosen").get<std::string>().empty() || rb.at("rejected").get<std::string>().empty();
+  c.erased_share = r.at("erased_share");
+  return c;
+}
+
+FilterConfig filter_config(const FilterSettings& f) {
+  FilterConfig c;
+  c.max_ppl = f.max_ppl;
+  c.margin_rule = f.margin_rule;
+  c.margin_low = f.margin_low;
+  c.margin_high = f.margin_high;
+  c.percentile_low = f.percentile_low;
+  c.percentile_high = f.percentile_high;
+  c.drop_identical = f.drop_identical;
+  c.max_erased_share = f.max_erased_share;
+  return c;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+PairsRunSummary generate_pairs(models::VisionLanguageModel& model, const ClipScorer* clip, const PairsConfig& cfg,
+                               const PairsRunOptions& opt) {
+  if (opt.out_dir.empty()) throw InputError("--out", "is required");
+  if (opt.world_size < 1 || opt.rank < 0 || opt.rank >= opt.world_size)
+    throw InputError("RANK/WORLD_SIZE", "rank " + std::to_string(opt.rank) + " of " + std::to_string(opt.world_size) + " is invalid");
+  std::vector<PromptSample> samples = load_prompt_samples(opt.data_path);
+  if (opt.limit > 0 && static_cast<int64_t>(samples.size()) > opt.limit) samples.resize(static_cast<size_t>(opt.limit));
+  fs::create_directories(opt.out_dir);
+
+  // The manifest pins what a resumed run must continue: same inputs, config, sharding, batches.
+  json manifest = {{"format", "p2dpo-pairs"}, {"version", 1},
+                   {"data", opt.data_path}, {"images", opt.images_dir}, {"model", opt.model_dir},
+                   {"clip", opt.clip_dir}, {"samples", samples.size()}, {"world_size", opt.world_size},
+                   {"batch_size", cfg.batch_size}, {"config", cfg.to_json()}};
+  const std::string manifest_path = (fs::path(opt.out_dir) / "manifest.json").string();
+  if (fs::exists(manifest_path)) {
+    const json old = io::read_json_file(manifest_path);
+    for (const char* key : {"data", "samples", "world_size", "batch_size", "config"}) {
+      if (old.value(key, json()) != manifest[key])
+        throw InputError(manifest_path, std::string("field '") + key + "' differs from this run's (" +
+                                            manifest[key].dump().substr(0, 80) + "): not a continuation; use a new --out");
+    }
+  } else if (opt.rank == 0) {
+    io::write_json_atomic(manifest_path, manifest);
+  }
+  if (opt.rank == 0) io::write_json_atomic((fs::path(opt.out_dir) / "config.json").string(), cfg.to_json());
+
+  const std::string dir = opt.world_size > 1 ? shard_dir(opt.out_dir, opt.rank) : opt.out_dir;
+  const std::string gen_path = (fs::path(dir) / "generated.jsonl").string();
+  io::JsonlAppender out(gen_path);  // cuts a line a kill left half-written
+  std::set<int64_t> done;
+  for (const auto& r : io::read_jsonl_file(gen_path)) done.insert(r.at("index").get<int64_t>());
+
+  // Batches are fixed slices of the input, dealt to ranks round-robin: a sample is computed in the
+  // same batch whatever the rank count or resume point, so its record is the same.
+  const int64_t n = static_cast<int64_t>(samples.size()), B = cfg.batch_size;
+  const int64_t n_batches = (n + B - 1) / B;
+  std::vector<int64_t> my_batches;
+  int64_t my_samples = 0;
+  for (int64_t b = opt.rank; b < n_batches; b += opt.world_size) {
+    my_batches.push_back(b);
+    my_samples += std::min(n, (b + 1) * B) - b * B;
+  }
+  PairsRunSummary summary;
+  summary.samples = n;
+  summary.already_done = static_cast<int64_t>(done.size());
+  train::ProgressLine progress("pairs", my_samples, summary.already_done);
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t written_batches = 0, kept_so_far = 0, seen_now = 0;
+  for (const int64_t b : my_batches) {
+    std::vector<const PromptSample*> batch;
+    bool missing = false;
+    for (int64_t i = b * B; i < std::min(n, (b + 1) * B); ++i) {
+      batch.push_back(&samples[static_cast<size_t>(i)]);
+      missing = missing || !done.count(i);
+    }
+    if (!missing) continue;
+    // A batch a kill interrupted is recomputed whole (same composition, same numbers); only the
+    // records not yet on disk are written.
+    for (auto& rec : run_batch(model, clip, cfg, batch, opt, opt.out_dir)) {
+      const int64_t idx = rec.at("index").get<int64_t>();
+      if (done.count(idx)) continue;
+      const auto c = candidate_of(rec);
+      kept_so_far += (!c.identical_texts && std::max(c.chosen_ppl, c.rejected_ppl) < cfg.filter.max_ppl) ? 1 : 0;
+      ++seen_now;
+      out.write(rec);
+      done.insert(idx);
+      ++summary.generated_now;
+    }
+    ++written_batches;
+    if (opt.progress) {
+      const double min = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 60.0;
+      char extra[128];
+      std::snprintf(extra, sizeof extra, "%.1f pairs/min, %.0f%% pass PPL+identity", min > 0 ? seen_now / min : 0.0,
+                    seen_now > 0 ? 100.0 * kept_so_far / seen_now : 0.0);
+      int64_t mine_done = 0;
+      for (const int64_t bb : my_batches)
+        for (int64_t i = bb * B; i < std::min(n, (bb + 1) * B); ++i) mine_done += done.count(i);
+      progress.update(mine_done, extra);
+    }
+    if (opt.stop_after_batches > 0 && written_batches >= opt.stop_after_batches) return summary;
+  }
+  out.close();
+
+  if (opt.world_size > 1) {
+    io::write_json_atomic((fs::path(dir) / "done.json").string(), {{"rank", opt.rank}, {"records", done.size()}});
+    if (opt.rank != 0) return summary;
+    // Rank 0 merges once every shard has finished.
+    for (int waited = 0;; ++waited) {
+      bool all = true;
+      for (int r = 0; r < opt.world_size; ++r) all = all && fs::exists(fs::path(shard_dir(opt.out_dir, r)) / "done.json");
+      if (all) break;
+      if (opt.progress && waited % 30 == 0) std::cerr << "pairs: rank 0 waits for the other shards to finish\n";
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }
+  summary.stats = finalize_pairs(opt.out_dir, cfg);
+  summary.finalized = true;
+  return summary;
+}
+
+nlohmann::json finalize_pairs(const std::string& out_dir, const PairsConfig& cfg) {
+  const std::string manifest_path = (fs::path(out_dir) / "manifest.json").string();
+  const json manifest = io::read_json_file(manifest_path);
+  const int64_t n = io::get_required<int64_t>(manifest, "samples", manifest_path, "manifest");
+  const int world = io::get_required<int>(manifest, "world_size", manifest_path, "manifest");
+  std::vector<std::string> files;
+  if (world > 1) {
+    for (int r = 0; r < world; ++r) files.push_back((fs::path(shard_dir(out_dir, r)) / "generated.jsonl").string());
+  } else {
+    files.push_back((fs::path(out_dir) / "generated.jsonl").string());
+  }
+  std::map<int64_t, json> by_index;
+  for (const auto& f : files) {
+    if (!fs::exists(f)) throw InputError(f, "is missing: that shard never ran");
+    for (auto& r : io::read_jsonl_file(f)) {
+      const int64_t idx = io::get_required<int64_t>(r, "index", f, "record");
+      if (!by_index.emplace(idx, std::move(r)).second) throw InputError(f, "holds sample " + std::to_string(idx) + " twice");
+    }
+  }
+  if (static_cast<int64_t>(by_index.size()) != n) {
+    throw InputError(out_dir, "has " + std::to_string(by_index.size()) + " of " + std::to_string(n) +
+                                  " samples generated; rerun `p2dpo pairs` with the same flags to finish");
+  }
+
+  std::vector<PairCandidate> cands;
+  for (const auto& [idx, r] : by_index) cands.push_back(candidate_of(r));
+  const FilterConfig fc = filter_config(cfg.filter);
+  const MarginThresholds th = resolve_margin_thresholds(fc, margins_for_thresholds(cands));
+  std::vector<FilterDecision> decisions;
+  std::string all_lines, kept_lines;
+  std::vector<double> ips_focus, ips_robust, clip_img, clip_crop, clip_inv, w_focus;
+  std::vector<double> rob_margin, rob_ppl_max;
+  int64_t kept = 0, identical_focus = 0, identical_robust = 0, full_image = 0;
+  size_t k = 0;
+  for (auto& [idx, r] : by_index) {
+    const FilterDecision d = decide(cands[k], fc, th);
+    decisions.push_back(d);
+    r["filter"] = {{"keep", d.keep}, {"reason", d.reason}, {"margin", d.margin}};
+    all_lines += r.dump() + "\n";
+    if (d.keep) {
+      kept_lines += r.dump() + "\n";
+      ++kept;
+      ips_focus.push_back(r["ips"]["focus"]);
+      ips_robust.push_back(r["ips"]["robust"]);
+      w_focus.push_back(r["weights"]["w_focus"]);
+    }
+    identical_focus += r["focus"]["chosen"] == r["focus"]["rejected"];
+    identical_robust += r["robust"]["chosen"] == r["robust"]["rejected"];
+    full_image += r["crop"]["full_image"].get<bool>();
+    rob_margin.push_back(r["robust"]["chosen_logp"].get<double>() - r["robust"]["rejected_logp"].get<double>());
+    rob_ppl_max.push_back(std::max(r["robust"]["chosen_ppl"].get<double>(), r["robust"]["rejected_ppl"].get<double>()));
+    if (!r["clip"].is_null()) {
+      clip_img.push_back(r["clip"]["image"]);
+      clip_crop.push_back(r["clip"]["crop"]);
+      clip_inv.push_back(r["clip"]["inverse_crop"]);
+    }
+    ++k;
+  }
+  io::write_file_atomic((fs::path(out_dir) / "pairs.jsonl").string(), all_lines);
+  io::write_file_atomic((fs::path(out_dir) / "filtered.jsonl").string(), kept_lines);
+
+  json stats;
+  stats["samples"] = n;
+  stats["kept"] = kept;
+  stats["retention"] = n > 0 ? static_cast<double>(kept) / static_cast<double>(n) : 0.0;
+  stats["identical_focus"] = identical_focus;
+  stats["identical_robust"] = identical_robust;
+  stats["full_image_crops"] = full_image;
+  stats["table5_filter"] = filter_table(cands, decisions, th);
+  stats["table3_ips"] = {{"focus", ips_table(ips_focus)}, {"robust", ips_table(ips_robust)}};
+  stats["robust_pairs"] = {{"margin", describe(rob_margin).to_json()}, {"max_ppl", describe(rob_ppl_max).to_json()}};
+  stats["w_focus"] = describe(w_focus).to_json();
+  if (!clip_img.empty()) stats["table6_crop_clip"] = crop_clip_table(clip_img, clip_crop, clip_inv);
+  io::write_json_atomic((fs::path(out_dir) / "stats.json").string(), stats);
+  return stats;
+}
+
+}  // namespace p2dpo::pairs

@@ -1,0 +1,330 @@
+// Pair generation as a whole: config presets and files, input formats, the records a run writes,
+// resume after a stop and after SIGKILL, and a two-rank run that merges to the single-rank result.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "cli_run.h"
+#include "io/atomic_file.h"
+#include "io/json_io.h"
+#include "models/load.h"
+#include "pairs/config.h"
+#include "pairs/pipeline.h"
+#include "test_paths.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace p2dpo::pairs {
+namespace {
+
+std::string write_text(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string path = dir + "/" + name;
+  io::write_file_atomic(path, text);
+  return path;
+}
+
+TEST(PairsConfig, PresetsFilesAndErrors) {
+  const auto paper = preset_config("paper");
+  const auto code = preset_config("released-code");
+  EXPECT_EQ(paper.prompt.attention, "locate");
+  EXPECT_EQ(code.prompt.attention, "plain");
+  EXPECT_EQ(paper.robust.lambda, 0.1);
+  EXPECT_EQ(paper.noise.diffusion_step, 600);
+  EXPECT_EQ(paper.filter.max_ppl, 2.5);
+  EXPECT_NE(code.robust.prompt.find("Strictly answer"), std::string::npos);
+
+  const std::string dir = test::scratch_dir("pairs_config");
+  const auto yaml = write_text(dir, "c.yaml",
+                               "pairs:\n  preset: released-code\n  seed: 7\n  focus:\n    max_new_tokens: 12\n"
+                               "  crop:\n    ratios: [1.0, 1.5]\n  prompt:\n    template: \"USER: {question}\\n<image> ASSISTANT:\"\n");
+  const auto c = load_pairs_config(yaml);
+  EXPECT_EQ(c.preset, "released-code");
+  EXPECT_EQ(c.prompt.attention, "plain");  // from the preset
+  EXPECT_EQ(c.seed, 7u);
+  EXPECT_EQ(c.focus.max_new_tokens, 12);
+  EXPECT_EQ(c.crop.ratios, (std::vector<double>{1.0, 1.5}));
+  EXPECT_EQ(c.prompt.template_, "USER: {question}\n<image> ASSISTANT:");
+  EXPECT_EQ(load_pairs_config(yaml, "paper").prompt.attention, "locate");  // --preset wins
+  // The resolved config reads back to itself.
+  const auto resolved = write_text(dir, "resolved.json", c.to_json().dump());
+  EXPECT_EQ(load_pairs_config(resolved).to_json(), c.to_json());
+
+  auto err = test::error_of([&] { load_pairs_config(write_text(dir, "u.yaml", "focus:\n  max_tokens: 3\n")); });
+  EXPECT_NE(err.find("u.yaml"), std::string::npos) << err;
+  EXPECT_NE(err.find("unknown key 'focus.max_tokens'"), std::string::npos) << err;
+  err = test::error_of([&] { load_pairs_config(write_text(dir, "e.json", R"({"erase": {"mode": "smudge"}})")); });
+  EXPECT_NE(err.find("erase.mode"), std::string::npos) << err;
+  err = test::error_of([&] { load_pairs_config(write_text(dir, "t.json", R"({"focus": {"max_new_tokens": "many"}})")); });
+  EXPECT_NE(err.find("must be a number"), std::string::npos) << err;
+  err = test::error_of([&] { load_pairs_config(write_text(dir, "bad.yaml", "focus: [unclosed\n")); });
+  EXPECT_NE(err.find("malformed YAML"), std::string::npos) << err;
+  err = test::error_of([&] { load_pairs_config("", "nonsense"); });
+  EXPECT_NE(err.find("--preset"), std::string::npos) << err;
+
+  EXPECT_EQ(fill_question("Q: {question}?", "what"), "Q: what?");
+  EXPECT_EQ(with_image_slots("USER: <image>\nq", "<image>", 2), "USER: <image><image>\nq");
+  EXPECT_EQ(attention_layers(AttentionConfig{}, 32), std::vector<int>{14});
+  EXPECT_EQ(attention_layers(AttentionConfig{}, 4), std::vector<int>{2});
+}
+
+TEST(PairsInput, ConversationJsonAndJsonl) {
+  const std::string dir = test::scratch_dir("pairs_input");
+  const auto conv = write_text(dir, "rlhfv.json", R"([
+    {"idx": 5, "image": "a.png", "conversations": [{"from": "human", "value": "<image>\nWhat is here?"},
+                                                   {"from": "gpt", "value": "ignored"}]},
+    {"id": "x", "image": "b.png", "conversations": [{"from": "human", "value": "Describe it.\n<image>"}]}])");
+  const auto s = load_prompt_samples(conv);
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].id, "5");
+  EXPECT_EQ(s[0].question, "What is here?");
+  EXPECT_EQ(s[1].id, "x");
+  EXPECT_EQ(s[1].question, "Describe it.");
+  EXPECT_EQ(s[1].index, 1);
+  const auto l = load_prompt_samples(test::data_path("pairs/prompts.jsonl"));
+  EXPECT_EQ(l.size(), 20u);
+  EXPECT_EQ(l[0].id, "prompts-000000-0");
+
+  auto err = test::error_of([&] { load_prompt_samples(write_text(dir, "q.jsonl", "{\"id\": 1, \"image\": \"a.png\"}\n")); });
+  EXPECT_NE(err.find("q.jsonl"), std::string::npos) << err;
+  EXPECT_NE(err.find("record 0"), std::string::npos) << err;
+  err = test::error_of([&] { load_prompt_samples(write_text(dir, "m.jsonl", "{\"image\": \"a.png\", \"question\": \"q\"}\n{oops\n")); });
+  EXPECT_NE(err.find("m.jsonl"), std::string::npos) << err;
+}
+
+// A small run on the tiny random LLaVA: the mechanics, not the quality.
+PairsConfig tiny_config() {
+  PairsConfig c = preset_config("paper");
+  c.focus.max_new_tokens = 6;
+  c.robust.max_new_tokens = 6;
+  c.robust.loser_max_new_tokens = 6;
+  c.batch_size = 2;
+  c.heatmaps = 2;
+  c.filter.max_ppl = 1e9;  // a random model's PPL is near its vocabulary size
+  return c;
+}
+
+PairsRunOptions tiny_options(const std::string& out, int64_t limit) {
+  PairsRunOptions o;
+  o.data_path = test::data_path("pairs/prompts.jsonl");
+  o.images_dir = test::data_path("pairs");
+  o.out_dir = out;
+  o.model_dir = test::data_path("llava-tiny-s0");
+  o.limit = limit;
+  o.progress = false;
+  return o;
+}
+
+TEST(PairsPipeline, RecordsStatsAndResume) {
+  auto model = models::load_model(test::data_path("llava-tiny-s0"));
+  const auto cfg = tiny_config();
+  const std::string full = test::scratch_dir("pairs_full");
+  const auto summary = generate_pairs(*model, nullptr, cfg, tiny_options(full, 5));
+  ASSERT_TRUE(summary.finalized);
+  EXPECT_EQ(summary.generated_now, 5);
+  for (const char* f : {"config.json", "manifest.json", "generated.jsonl", "pairs.jsonl", "filtered.jsonl", "stats.json"})
+    EXPECT_TRUE(fs::exists(full + "/" + f)) << f;
+  const auto recs = io::read_jsonl_file(full + "/pairs.jsonl");
+  ASSERT_EQ(recs.size(), 5u);
+  for (size_t i = 0; i < recs.size(); ++i) {
+    const auto& r = recs[i];
+    EXPECT_EQ(r["index"].get<int64_t>(), static_cast<int64_t>(i));
+    for (const char* k : {"id", "image", "question", "prompts", "attention", "bbox", "crop", "views", "focus", "robust",
+                          "reference", "ips", "weights", "filter", "erased_share"})
+      EXPECT_TRUE(r.contains(k)) << k;
+    const auto box = r["bbox"].get<std::vector<int>>();
+    EXPECT_LT(box[0], box[2]);
+    EXPECT_LE(box[2], r["width"].get<int>());
+    EXPECT_GT(r["focus"]["chosen_ppl"].get<double>(), 1.0);
+    // IPS is the difference of the recorded reference sums.
+    EXPECT_DOUBLE_EQ(r["ips"]["focus"].get<double>(),
+                     r["reference"]["focus_chosen"].get<double>() - r["reference"]["focus_rejected"].get<double>());
+    EXPECT_LT(r["reference"]["robust_rejected"].get<double>(), 0.0);
+    EXPECT_EQ(r["prompts"]["enhanced"].get<std::string>().find("USER: <image><image>\nAnswer the question mainly"), 0u);
+    EXPECT_EQ(r["weights"]["w_focus"].get<double>(), 0.5);  // no CLIP model: DDW off
+  }
+  EXPECT_TRUE(fs::exists(full + "/" + recs[0]["heatmap"].get<std::string>()));
+  EXPECT_FALSE(recs[2].contains("heatmap"));
+  const auto stats = io::read_json_file(full + "/stats.json");
+  EXPECT_EQ(stats["samples"].get<int>(), 5);
+  EXPECT_TRUE(stats.contains("table5_filter"));
+  EXPECT_TRUE(stats.contains("table3_ips"));
+  EXPECT_EQ(stats["kept"].get<int>(), static_cast<int>(io::read_jsonl_file(full + "/filtered.jsonl").size()));
+
+  // Stopped after one batch (2 samples), then resumed: the same files.
+  const std::string part = test::scratch_dir("pairs_part");
+  auto opt = tiny_options(part, 5);
+  opt.stop_after_batches = 1;
+  const auto first = generate_pairs(*model, nullptr, cfg, opt);
+  EXPECT_FALSE(first.finalized);
+  EXPECT_EQ(io::read_jsonl_file(part + "/generated.jsonl").size(), 2u);
+  const auto second = generate_pairs(*model, nullptr, cfg, tiny_options(part, 5));
+  EXPECT_EQ(second.already_done, 2);
+  EXPECT_EQ(second.generated_now, 3);
+  EXPECT_EQ(io::read_file(part + "/pairs.jsonl"), io::read_file(full + "/pairs.jsonl"));
+  EXPECT_EQ(io::read_file(part + "/stats.json"), io::read_file(full + "/stats.json"));
+
+  // A different config in the same folder is refused, not mixed in.
+  auto other = cfg;
+  other.seed = 99;
+  const auto err = test::error_of([&] { generate_pairs(*model, nullptr, other, tiny_options(part, 5)); });
+  EXPECT_NE(err.find("not a continuation"), std::string::npos) << err;
+}
+
+// The CLI run used by the kill and rank tests.
+std::vector<std::string> cli_args(const std::string& out, const std::string& config) {
+  return {"pairs", "--model", test::data_path("llava-tiny-s0"), "--data", test::data_path("pairs/prompts.jsonl"),
+          "--images", test::data_path("pairs"), "--out", out, "--config", config, "--quiet", "--json"};
+}
+
+std::string cli_config(const std::string& dir, int batch) {
+  return write_text(dir, "pairs.json",
+                    json{{"focus", {{"max_new_tokens", 12}}},
+                         {"robust", {{"max_new_tokens", 12}, {"loser_max_new_tokens", 12}}},
+                         {"filter", {{"max_ppl", 1e9}}},
+                         {"batch_size", batch},
+                         {"heatmaps", 0}}
+                        .dump());
+}
+
+pid_t spawn(const std::vector<std::string>& args, const std::vector<std::string>& env_extra) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    for (const auto& e : env_extra) putenv(const_cast<char*>(e.c_str()));
+    const int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    std::vector<char*> argv;
+    std::string exe = P2DPO_EXE;
+    argv.push_back(exe.data());
+    std::vector<std::string> copy = args;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+size_t line_count(const std::string& path) {
+  std::ifstream f(path);
+  size_t n = 0;
+  for (std::string l; std::getline(f, l);) n += !l.empty();
+  return n;
+}
+
+TEST(PairsCli, KilledRunResumesToTheSameRecords) {
+  const std::string dir = test::scratch_dir("pairs_kill");
+  const std::string cfg = cli_config(dir, 1);
+  const auto clean = test::run_cli(cli_args(dir + "/clean", cfg));
+  ASSERT_EQ(clean.status, 0) << clean.out;
+
+  const pid_t pid = spawn(cli_args(dir + "/killed", cfg), {});
+  const std::string gen = dir + "/killed/generated.jsonl";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  while (line_count(gen) < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(pid, SIGKILL);
+  wait_exit(pid);
+  const size_t at_kill = line_count(gen);
+  EXPECT_GE(at_kill, 3u);
+  EXPECT_LT(at_kill, 20u) << "the run finished before it could be killed";
+  EXPECT_FALSE(fs::exists(dir + "/killed/pairs.jsonl"));
+
+  const auto resumed = test::run_cli(cli_args(dir + "/killed", cfg));
+  ASSERT_EQ(resumed.status, 0) << resumed.out;
+  EXPECT_EQ(io::read_file(dir + "/killed/pairs.jsonl"), io::read_file(dir + "/clean/pairs.jsonl"));
+  EXPECT_EQ(io::read_file(dir + "/killed/filtered.jsonl"), io::read_file(dir + "/clean/filtered.jsonl"));
+}
+
+TEST(PairsCli, TwoRanksMergeToTheSingleProcessRecords) {
+  const std::string dir = test::scratch_dir("pairs_ranks");
+  const std::string cfg = cli_config(dir, 3);
+  const auto single = test::run_cli(cli_args(dir + "/single", cfg));
+  ASSERT_EQ(single.status, 0) << single.out;
+
+  const pid_t r0 = spawn(cli_args(dir + "/ranks", cfg), {"RANK=0", "WORLD_SIZE=2"});
+  const pid_t r1 = spawn(cli_args(dir + "/ranks", cfg), {"RANK=1", "WORLD_SIZE=2"});
+  EXPECT_EQ(wait_exit(r1), 0);
+  EXPECT_EQ(wait_exit(r0), 0);
+  // Each rank wrote its own shard of whole batches (batch 3: rank 0 has batches 0, 2, 4, 6).
+  EXPECT_EQ(line_count(dir + "/ranks/shards/rank-0/generated.jsonl"), 11u);
+  EXPECT_EQ(line_count(dir + "/ranks/shards/rank-1/generated.jsonl"), 9u);
+  EXPECT_EQ(io::read_file(dir + "/ranks/pairs.jsonl"), io::read_file(dir + "/single/pairs.jsonl"));
+  EXPECT_EQ(io::read_file(dir + "/ranks/stats.json"), io::read_file(dir + "/single/stats.json"));
+
+  // --merge alone rewrites the same files.
+  const auto merged = test::run_cli({"pairs", "--out", dir + "/ranks", "--merge", "--json"});
+  ASSERT_EQ(merged.status, 0) << merged.out;
+  EXPECT_EQ(io::read_file(dir + "/ranks/pairs.jsonl"), io::read_file(dir + "/single/pairs.jsonl"));
+}
+
+}  // namespace
+}  // namespace p2dpo::pairs
+
+namespace p2dpo::pairs {
+namespace {
+
+// The world's shipped base model and CLIP on 20 of the world's open-ended prompts, with the
+// world config: every field, plausible statistics, heat-maps.
+TEST(PairsWorld, ShippedModelMakesCompletePairs) {
+  const std::string repo = std::string(P2DPO_TEST_DATA) + "/../..";
+  const std::string out = test::scratch_dir("pairs_world");
+  const auto r = test::run_cli({"pairs", "--model", repo + "/models/world/base", "--clip", repo + "/models/world/clip",
+                                "--config", repo + "/configs/world-pairs.yaml", "--data", test::data_path("pairs/prompts.jsonl"),
+                                "--images", test::data_path("pairs"), "--out", out, "--quiet", "--json"});
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto recs = io::read_jsonl_file(out + "/pairs.jsonl");
+  ASSERT_EQ(recs.size(), 20u);
+  int differ = 0, heatmaps = 0;
+  for (const auto& rec : recs) {
+    EXPECT_EQ(rec["prompts"]["P"].get<std::string>().find("USER: "), 0u);
+    EXPECT_NE(rec["prompts"]["P"].get<std::string>().find("\n<image> ASSISTANT:"), std::string::npos);
+    const auto box = rec["bbox"].get<std::vector<int>>();
+    EXPECT_GE(box[0], 0);
+    EXPECT_LE(box[2], rec["width"].get<int>());
+    EXPECT_LE(box[3], rec["height"].get<int>());
+    EXPECT_EQ(rec["attention"]["grid"], json::array({6, 6}));  // 96 px / 16 px patches
+    for (const char* pair : {"focus", "robust"}) {
+      EXPECT_FALSE(rec[pair]["chosen"].get<std::string>().empty()) << pair;
+      EXPECT_GE(rec[pair]["chosen_ppl"].get<double>(), 1.0);
+      EXPECT_LT(rec[pair]["chosen_ppl"].get<double>(), 10.0);  // a trained model: its own answers are likely
+    }
+    differ += rec["focus"]["chosen"] != rec["focus"]["rejected"];
+    for (const char* k : {"image", "crop", "inverse_crop"}) EXPECT_GT(rec["clip"][k].get<double>(), 0.0) << k;
+    const double wf = rec["weights"]["w_focus"], wr = rec["weights"]["w_robust"];
+    EXPECT_GE(wf, 0.3 - 1e-12);
+    EXPECT_LE(wf, 0.7 + 1e-12);
+    EXPECT_NEAR(wf + wr, 1.0, 1e-12);
+    if (rec.contains("heatmap")) {
+      ++heatmaps;
+      EXPECT_TRUE(fs::exists(out + "/" + rec["heatmap"].get<std::string>()));
+    }
+  }
+  EXPECT_GE(differ, 10);
+  EXPECT_EQ(heatmaps, 8);
+  const auto stats = io::read_json_file(out + "/stats.json");
+  EXPECT_GT(stats["retention"].get<double>(), 0.5);
+  EXPECT_LE(stats["retention"].get<double>(), 1.0);
+  EXPECT_TRUE(stats.contains("table6_crop_clip"));
+  EXPECT_EQ(stats["table3_ips"]["focus"]["n"].get<int>(), stats["kept"].get<int>());
+  EXPECT_EQ(io::read_json_file(out + "/config.json")["focus"]["max_new_tokens"].get<int>(), 48);
+}
+
+}  // namespace
+}  // namespace p2dpo::pairs
