@@ -51,6 +51,8 @@ struct NoiseSettings {
 
 struct FocusConfig {
   int max_new_tokens = 150;
+  // 0 = greedy (the paper and the code); > 0 samples both focus answers (seeded per sample).
+  double temperature = 0.0, top_p = 1.0;
 };
 
 struct RobustConfig {

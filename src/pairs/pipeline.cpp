@@ -262,11 +262,15 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   std::vector<infer::GenerationRequest> focus_req;
   for (const auto& w : work) {
     focus_req.push_back(request(model, w.P_enh, {w.p_orig, w.p_crop}));
+    focus_req.back().seed = view_seed(cfg.seed, w.sample->id, "focus_chosen");
     focus_req.push_back(request(model, w.P, {w.p_deg}));
+    focus_req.back().seed = view_seed(cfg.seed, w.sample->id, "focus_rejected");
   }
-  infer::SamplingConfig greedy;
-  greedy.max_new_tokens = cfg.focus.max_new_tokens;
-  const auto focus = infer::generate(model, focus_req, greedy);
+  infer::SamplingConfig focus_cfg;  // greedy unless focus.temperature > 0
+  focus_cfg.max_new_tokens = cfg.focus.max_new_tokens;
+  focus_cfg.temperature = cfg.focus.temperature;
+  focus_cfg.top_p = cfg.focus.top_p;
+  const auto focus = infer::generate(model, focus_req, focus_cfg);
 
   // Robustness pairs: the loser sampled from the noisy image alone; the winner by contrastive
   // amplification, expert (I) and amateur (I_noise) stepped together in one batched forward.

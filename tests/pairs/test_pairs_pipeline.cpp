@@ -41,6 +41,7 @@ TEST(PairsConfig, PresetsFilesAndErrors) {
   EXPECT_EQ(paper.robust.lambda, 0.1);
   EXPECT_EQ(paper.noise.diffusion_step, 600);
   EXPECT_EQ(paper.filter.max_ppl, 2.5);
+  EXPECT_EQ(paper.focus.temperature, 0.0);  // greedy
   EXPECT_NE(code.robust.prompt.find("Strictly answer"), std::string::npos);
 
   const std::string dir = test::scratch_dir("pairs_config");
@@ -172,6 +173,19 @@ TEST(PairsPipeline, RecordsStatsAndResume) {
   EXPECT_EQ(second.generated_now, 3);
   EXPECT_EQ(io::read_file(part + "/pairs.jsonl"), io::read_file(full + "/pairs.jsonl"));
   EXPECT_EQ(io::read_file(part + "/stats.json"), io::read_file(full + "/stats.json"));
+
+  // Sampled focus answers (the method.md alternative): seeded, so a rerun repeats them, and not
+  // the greedy ones.
+  auto sampled = cfg;
+  sampled.focus.temperature = 1.5;
+  const std::string s1 = test::scratch_dir("pairs_sampled_1"), s2 = test::scratch_dir("pairs_sampled_2");
+  generate_pairs(*model, nullptr, sampled, tiny_options(s1, 4));
+  generate_pairs(*model, nullptr, sampled, tiny_options(s2, 4));
+  EXPECT_EQ(io::read_file(s1 + "/pairs.jsonl"), io::read_file(s2 + "/pairs.jsonl"));
+  const auto srecs = io::read_jsonl_file(s1 + "/pairs.jsonl");
+  int changed = 0;
+  for (size_t i = 0; i < srecs.size(); ++i) changed += srecs[i]["focus"]["chosen"] != recs[i]["focus"]["chosen"];
+  EXPECT_GT(changed, 0);
 
   // A different config in the same folder is refused, not mixed in.
   auto other = cfg;
