@@ -547,7 +547,12 @@ nlohmann::json finalize_pairs(const std::string& out_dir, const PairsConfig& cfg
   std::vector<PairCandidate> cands;
   for (const auto& [idx, r] : by_index) cands.push_back(candidate_of(r));
   const FilterConfig fc = filter_config(cfg.filter);
-  const MarginThresholds th = resolve_margin_thresholds(fc, margins_for_thresholds(cands));
+  const std::vector<double> margins = margins_for_thresholds(cands);
+  if (fc.margin_rule == "percentile" && margins.empty()) {
+    throw InputError(out_dir, "no pair has a margin (every response is empty): the percentile rule has nothing to "
+                              "take percentiles of; check the prompts and the model, or set filter.margin_rule: fixed");
+  }
+  const MarginThresholds th = resolve_margin_thresholds(fc, margins);
   std::vector<FilterDecision> decisions;
   std::string all_lines, kept_lines;
   std::vector<double> ips_focus, ips_robust, clip_img, clip_crop, clip_inv, w_focus;

@@ -194,6 +194,23 @@ TEST(PairsPipeline, RecordsStatsAndResume) {
   EXPECT_NE(err.find("not a continuation"), std::string::npos) << err;
 }
 
+// A run whose every answer came back empty has no margins: the percentile rule says so, naming
+// the run, instead of failing inside the statistics.
+TEST(PairsPipeline, EmptyAnswersGiveAClearFilterError) {
+  const std::string dir = test::scratch_dir("pairs_empty");
+  const auto cfg = tiny_config();
+  io::write_json_atomic(dir + "/manifest.json", {{"samples", 1}, {"world_size", 1}});
+  json rec = {{"index", 0}, {"id", "a"}, {"erased_share", 0.1},
+              {"focus", {{"chosen", ""}, {"rejected", ""}, {"chosen_logp", 0.0}, {"rejected_logp", 0.0},
+                         {"chosen_ppl", 1.0}, {"rejected_ppl", 1.0}}},
+              {"robust", {{"chosen", ""}, {"rejected", ""}, {"chosen_logp", 0.0}, {"rejected_logp", 0.0},
+                          {"chosen_ppl", 1.0}, {"rejected_ppl", 1.0}}}};
+  io::write_file_atomic(dir + "/generated.jsonl", rec.dump() + "\n");
+  const auto err = test::error_of([&] { finalize_pairs(dir, cfg); });
+  EXPECT_NE(err.find(dir), std::string::npos) << err;
+  EXPECT_NE(err.find("margin_rule: fixed"), std::string::npos) << err;
+}
+
 // The CLI run used by the kill and rank tests.
 std::vector<std::string> cli_args(const std::string& out, const std::string& config) {
   return {"pairs", "--model", test::data_path("llava-tiny-s0"), "--data", test::data_path("pairs/prompts.jsonl"),
