@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "pairs/filter.h"
+
 namespace p2dpo::pairs {
 
 struct PromptConfig {
@@ -67,20 +69,6 @@ struct RobustConfig {
   int loser_max_new_tokens = 256;
 };
 
-struct FilterSettings {
-  double max_ppl = 2.5;
-  std::string margin_rule = "percentile";  // "percentile" (the paper's rule) | "fixed"
-  double margin_low = -0.174, margin_high = 0.208;
-  double percentile_low = 2.5, percentile_high = 97.5;
-  bool drop_identical = true;
-  double max_erased_share = 0.0;  // > 0: drop pairs whose erased box covers more of the image
-};
-
-struct DdwSettings {
-  bool enabled = true;
-  double w_base = 0.5, alpha_max = 0.2, tau = 0.1, eps = 1e-8;
-};
-
 struct PairsConfig {
   std::string preset = "paper";
   uint64_t seed = 0;
@@ -91,8 +79,8 @@ struct PairsConfig {
   NoiseSettings noise;
   FocusConfig focus;
   RobustConfig robust;
-  FilterSettings filter;
-  DdwSettings ddw;
+  FilterConfig filter;  // pairs/filter.h: the filter's and DDW's own settings
+  DdwConfig ddw;
   int batch_size = 4;   // samples generated together (batched generation across samples)
   int heatmaps = 8;     // heat-map PNGs for the first K samples
   int max_length = 0;   // reserved: 0 = no prompt truncation

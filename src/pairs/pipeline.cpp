@@ -351,12 +351,7 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
                         {"robust_chosen", ref_rw_noise},  {"robust_rejected", ref_rl_noise}};
     rec["ips"] = {{"focus", ref_fw_I - ref_fl_I}, {"robust", ref_rw_noise - ref_rl_noise}};
 
-    DdwConfig dc;
-    dc.enabled = cfg.ddw.enabled;
-    dc.w_base = cfg.ddw.w_base;
-    dc.alpha_max = cfg.ddw.alpha_max;
-    dc.tau = cfg.ddw.tau;
-    dc.eps = cfg.ddw.eps;
+    const DdwConfig& dc = cfg.ddw;
     if (clip) {
       const auto inv = crop_view(w.original, w.inverse_result.box);
       const auto sc = clip->scores(s.question, {w.original, w.crop, inv});
@@ -401,18 +396,6 @@ PairCandidate candidate_of(const json& r) {
   return c;
 }
 
-FilterConfig filter_config(const FilterSettings& f) {
-  FilterConfig c;
-  c.max_ppl = f.max_ppl;
-  c.margin_rule = f.margin_rule;
-  c.margin_low = f.margin_low;
-  c.margin_high = f.margin_high;
-  c.percentile_low = f.percentile_low;
-  c.percentile_high = f.percentile_high;
-  c.drop_identical = f.drop_identical;
-  c.max_erased_share = f.max_erased_share;
-  return c;
-}
 
 }  // namespace
 
@@ -546,7 +529,7 @@ nlohmann::json finalize_pairs(const std::string& out_dir, const PairsConfig& cfg
 
   std::vector<PairCandidate> cands;
   for (const auto& [idx, r] : by_index) cands.push_back(candidate_of(r));
-  const FilterConfig fc = filter_config(cfg.filter);
+  const FilterConfig& fc = cfg.filter;
   const std::vector<double> margins = margins_for_thresholds(cands);
   if (fc.margin_rule == "percentile" && margins.empty()) {
     throw InputError(out_dir, "no pair has a margin (every response is empty): the percentile rule has nothing to "
