@@ -283,4 +283,19 @@ void LlamaDecoder::collect_parameters(const std::string& pm, const std::string& 
     lin(p + ".mlp.down_proj", l.down_proj);
   }
 }
+
+std::vector<NamedLinear> LlamaDecoder::linear_layers(const std::string& pm) {
+  std::vector<NamedLinear> out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    auto& l = layers_[i];
+    const std::string p = pm + ".layers." + std::to_string(i);
+    for (auto [name, lin] : {std::pair<const char*, Linear*>{".self_attn.q_proj", &l.q_proj},
+                             {".self_attn.k_proj", &l.k_proj}, {".self_attn.v_proj", &l.v_proj},
+                             {".self_attn.o_proj", &l.o_proj}, {".mlp.gate_proj", &l.gate_proj},
+                             {".mlp.up_proj", &l.up_proj}, {".mlp.down_proj", &l.down_proj}})
+      out.push_back({p + name, lin, NamedLinear::Part::kLanguageModel});
+  }
+  return out;
+}
+
 }  // namespace p2dpo::models

@@ -40,6 +40,8 @@ class LlamaDecoder {
   std::vector<LlamaLayer>& layers() { return layers_; }
   void collect_parameters(const std::string& prefix_model, const std::string& prefix_head,
                           std::map<std::string, torch::Tensor>& out) const;
+  // Every decoder layer's linear layers, q k v o gate up down per layer.
+  std::vector<NamedLinear> linear_layers(const std::string& prefix_model);
   // Use SDPA (libtorch >= 2) where no probabilities are requested. Off = eager everywhere.
   void set_use_sdpa(bool on) { use_sdpa_ = on; }
 

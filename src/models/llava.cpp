@@ -199,4 +199,11 @@ std::map<std::string, torch::Tensor> LlavaModel::named_parameters() {
   return out;
 }
 
+std::vector<NamedLinear> LlavaModel::linear_layers() {
+  std::vector<NamedLinear> out{{"multi_modal_projector.linear_1", &linear_1_, NamedLinear::Part::kProjector},
+                               {"multi_modal_projector.linear_2", &linear_2_, NamedLinear::Part::kProjector}};
+  for (auto& l : lm_->linear_layers("language_model.model")) out.push_back(std::move(l));
+  return out;
+}
+
 }  // namespace p2dpo::models

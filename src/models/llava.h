@@ -40,6 +40,7 @@ class LlavaModel : public VisionLanguageModel {
   ForwardOutput forward(const ForwardInput& in) override;
   KVCache new_cache() const override { return {}; }
   std::map<std::string, torch::Tensor> named_parameters() override;
+  std::vector<NamedLinear> linear_layers() override;
 
   // Parity/debug access to the stages.
   const ClipVisionTower& vision_tower() const { return *vision_; }

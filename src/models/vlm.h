@@ -12,6 +12,17 @@
 
 namespace p2dpo::models {
 
+struct Linear;  // models/layers.h
+
+// One linear layer by canonical module name (HF legacy layout, without ".weight"), so adapters
+// (LoRA) attach to it and name their tensors the way PEFT does, without knowing the family.
+struct NamedLinear {
+  enum class Part { kVisionTower, kProjector, kLanguageModel };
+  std::string name;  // e.g. "language_model.model.layers.3.self_attn.q_proj"
+  Linear* layer = nullptr;
+  Part part = Part::kLanguageModel;
+};
+
 // Per-layer key/value cache. Keys are stored after RoPE, before any GQA repeat: [B, n_kv, T, d].
 struct KVCache {
   std::vector<torch::Tensor> keys, values;  // the valid part: views into the buffers below
@@ -103,6 +114,9 @@ class VisionLanguageModel {
 
   // All parameters by canonical (HF legacy-layout) name, for LoRA, freezing and checkpointing.
   virtual std::map<std::string, torch::Tensor> named_parameters() = 0;
+  // The projector's and the language model's linear layers (not the LM head, which PEFT's
+  // "all-linear" also leaves out), in layer order.
+  virtual std::vector<NamedLinear> linear_layers() = 0;
 };
 
 }  // namespace p2dpo::models
