@@ -11,4 +11,6 @@ void register_preprocess(CLI::App& app);
 void register_eval(CLI::App& app);
 void register_world(CLI::App& app);
 void register_pairs(CLI::App& app);
+void register_train(CLI::App& app);
+void register_merge(CLI::App& app);
 }  // namespace p2dpo::cli

@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   p2dpo::cli::register_eval(app);
   p2dpo::cli::register_world(app);
   p2dpo::cli::register_pairs(app);
+  p2dpo::cli::register_train(app);
+  p2dpo::cli::register_merge(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -113,6 +113,8 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+}  // namespace
+
 // Every key of `user` must exist in `defaults` with a compatible type; reports "path: key a.b.c ...".
 void check_known_keys(const json& user, const json& defaults, const std::string& path, const std::string& prefix) {
   if (!user.is_object()) throw InputError(path, (prefix.empty() ? std::string("the config") : "key '" + prefix + "'") + " must be a mapping");
@@ -124,8 +126,10 @@ void check_known_keys(const json& user, const json& defaults, const std::string&
       check_known_keys(value, d, path, name);
     } else if (d.is_array()) {
       if (!value.is_array()) throw InputError(path, "key '" + name + "' must be a list, got " + io::json_type_name(value));
+      const bool texts = !d.empty() && d.front().is_string();
       for (const auto& e : value)
-        if (!e.is_number()) throw InputError(path, "key '" + name + "' must be a list of numbers");
+        if (texts ? !e.is_string() : !e.is_number())
+          throw InputError(path, "key '" + name + "' must be a list of " + (texts ? "texts" : "numbers"));
     } else if (d.is_number()) {
       if (!value.is_number()) throw InputError(path, "key '" + name + "' must be a number, got " + io::json_type_name(value));
       if (d.is_number_integer() && !value.is_number_integer())
@@ -137,6 +141,8 @@ void check_known_keys(const json& user, const json& defaults, const std::string&
     }
   }
 }
+
+namespace {
 
 PairsConfig from_resolved_json(const json& j, const std::string& path) {
   PairsConfig c;

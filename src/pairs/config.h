@@ -98,6 +98,11 @@ PairsConfig load_pairs_config(const std::string& path, const std::string& preset
 
 // A YAML or JSON file as JSON (YAML when the name ends in .yaml/.yml). Errors name the file.
 nlohmann::json read_config_file(const std::string& path);
+// Every key of `user` must exist in `defaults` with a value of the same kind (mapping, list of
+// numbers or of texts, number, integer, boolean, text); InputError(path, "unknown key 'a.b'") etc.
+// Shared by every config of p2dpo (pairs, train), so all report mistakes alike.
+void check_known_keys(const nlohmann::json& user, const nlohmann::json& defaults, const std::string& path,
+                      const std::string& prefix);
 
 // Text of a question inside a template: every "{question}" replaced.
 std::string fill_question(const std::string& tmpl, const std::string& question);

@@ -1,0 +1,67 @@
+#pragma once
+// Everything `p2dpo train` can be told, as one config: a preset (paper | released-code, method.md's
+// table) overlaid with the user's YAML/JSON file (optionally under a top-level "train:" key, so one
+// file can hold the pairs and the train sections), then with command-line ablations. The resolved
+// config is written to the run directory and into every checkpoint.
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "pairs/filter.h"
+#include "train/dpo_loss.h"
+#include "train/lora.h"
+#include "train/optimizer.h"
+
+namespace p2dpo::train {
+
+struct P2DpoTrainConfig {
+  std::string preset = "paper";
+  uint64_t seed = 0;
+  // "p2dpo": records of `p2dpo pairs`; "dpo": plain DPO on external pairs (one image, chosen,
+  // rejected; the baseline), references computed with the adapter off.
+  std::string objective = "p2dpo";
+  LoraConfig lora;
+  P2DpoLossConfig loss;
+  pairs::DdwConfig ddw;
+  // "recorded": the reference sums the pair generator wrote (the frozen base, no extra forward);
+  // "recompute": the same model with the adapter disabled, every step.
+  std::string reference = "recorded";
+  double sft_weight = 0.0;  // > 0: adds sft_weight * per-token NLL of the focus winner under (I, P)
+
+  // Optimisation (method.md §7.4).
+  int64_t epochs = 4;
+  int64_t max_steps = 0;  // > 0 overrides epochs
+  int64_t micro_batch_size = 4;
+  int64_t effective_batch = 32;
+  double lr = 2e-5;
+  int64_t warmup_steps = 100;  // >= 0 used as is; < 0: ceil(warmup_ratio * total)
+  double warmup_ratio = 0.03;
+  double min_lr_ratio = 0.0;
+  AdamWConfig adamw{0.9, 0.999, 1e-8, 0.1};
+  double max_grad_norm = 1.0;
+  int64_t save_every = 50;
+  int keep_last = 2;
+
+  // Data.
+  bool kept_only = true;  // train on filtered.jsonl (false: every record of pairs.jsonl)
+  int64_t limit = 0;
+  std::string external_prompt = "USER: <image>\n{question} ASSISTANT:";  // objective dpo
+
+  // Runtime.
+  bool share_prefixes = true;       // one prefix per (prompt, images), continuations attend to its KV
+  int64_t feature_cache_mb = 1024;  // frozen image features kept between epochs (0 = recompute)
+  std::string dtype = "auto";       // auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16
+  double reference_check_tolerance = 0.1;  // relative; recorded references vs this model at step 1
+
+  nlohmann::json to_json() const;
+};
+
+P2DpoTrainConfig train_preset(const std::string& preset);
+// preset (preset_override, else the file's "preset", else "paper") + the file (may be empty).
+P2DpoTrainConfig load_train_config(const std::string& path, const std::string& preset_override = "");
+// "focus" | "robust" | "calib" | "ddw": the paper's Table 4 ablations. InputError("--ablate", ...) otherwise.
+void apply_ablation(P2DpoTrainConfig& cfg, const std::string& name);
+
+}  // namespace p2dpo::train

@@ -1,0 +1,329 @@
+// The P2-DPO trainer end to end on the shipped world model and 17 of its own pairs
+// (tests/data/train/world-pairs): learning, resume, reference modes, data parallel, configs, errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cli_run.h"
+#include "io/json_io.h"
+#include "models/load.h"
+#include "train/checkpoint.h"
+#include "train/p2dpo_config.h"
+#include "train/p2dpo_trainer.h"
+#include "train/pair_data.h"
+#include "test_paths.h"
+#include "test_util.h"
+
+namespace p2dpo::train {
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string repo_path(const std::string& rel) { return std::string(P2DPO_TEST_DATA) + "/../../" + rel; }
+std::string world_model() { return repo_path("models/world/base"); }
+std::string world_pairs() { return test::data_path("train/world-pairs"); }
+std::string world_images() { return test::data_path("pairs"); }
+
+// Small and fast: rank 8 on q, k, v, o; a learning rate that moves a tiny model in a few steps.
+P2DpoTrainConfig small_config() {
+  P2DpoTrainConfig c = train_preset("paper");
+  c.lora.r = 8;
+  c.lora.alpha = 16;
+  c.lr = 2e-3;
+  c.warmup_steps = 0;
+  c.adamw.weight_decay = 0.0;
+  c.micro_batch_size = 4;
+  c.effective_batch = 8;
+  c.max_steps = 6;
+  c.save_every = 2;
+  return c;
+}
+
+P2DpoRunOptions options(const std::string& out) {
+  P2DpoRunOptions o;
+  o.model_dir = world_model();
+  o.pairs_path = world_pairs();
+  o.images_dir = world_images();
+  o.out_dir = out;
+  o.progress = false;
+  return o;
+}
+
+std::vector<json> metrics_of(const std::string& out) { return io::read_jsonl_file((fs::path(out) / "metrics.jsonl").string()); }
+
+std::map<std::string, torch::Tensor> adapter_of(const std::string& out) {
+  return read_tensor_file((fs::path(out) / "adapter" / "adapter_model.safetensors").string());
+}
+
+double max_abs_diff(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (const auto& [k, t] : a) m = std::max(m, (t - b.at(k)).abs().max().item<double>());
+  return m;
+}
+
+TEST(PairData, LoadsWorldRecordsAndNamesBadFields) {
+  PairDataOptions po;
+  po.images_dir = world_images();
+  const auto pairs = load_p2dpo_pairs(world_pairs(), po);
+  ASSERT_EQ(pairs.size(), 17u);
+  const TrainingPair& p = pairs.front();
+  EXPECT_TRUE(p.has_focus && p.has_robust && p.reference && p.clip_image && p.clip_crop);
+  EXPECT_NE(p.prompt_aug.find("<image><image>"), std::string::npos);
+  EXPECT_GT(p.bbox.width(), 0);
+
+  const std::string dir = test::scratch_dir("pair_data_errors");
+  std::ifstream in(world_pairs() + "/filtered.jsonl");
+  std::string line;
+  std::getline(in, line);
+  json rec = json::parse(line);
+  rec["reference"].erase("calib_rejected_deg");
+  { std::ofstream(dir + "/bad.jsonl") << json::parse(line).dump() << "\n" << rec.dump() << "\n"; }
+  std::string err = test::error_of([&] { load_p2dpo_pairs(dir + "/bad.jsonl", po); });
+  EXPECT_NE(err.find("bad.jsonl:2"), std::string::npos) << err;
+  EXPECT_NE(err.find("reference.calib_rejected_deg"), std::string::npos) << err;
+  rec = json::parse(line);
+  rec["image"] = "images/none.png";
+  { std::ofstream(dir + "/img.jsonl") << rec.dump() << "\n"; }
+  err = test::error_of([&] { load_p2dpo_pairs(dir + "/img.jsonl", po); });
+  EXPECT_NE(err.find("none.png"), std::string::npos) << err;
+  err = test::error_of([&] { load_p2dpo_pairs(dir, po); });
+  EXPECT_NE(err.find("filtered.jsonl"), std::string::npos) << err;
+
+  // External pairs in the three accepted shapes.
+  { std::ofstream(dir + "/ext.jsonl") << json{{"image", p.image_path}, {"question", "<image>\nWhat is here?"}, {"chosen", "a"}, {"rejected", "b"}}.dump() << "\n"
+                                      << json{{"image", p.image_path}, {"text", json{{"question", "q"}, {"chosen", "c"}, {"rejected", "d"}}.dump()}}.dump() << "\n"
+                                      << json{{"image", p.image_path}, {"conversations", {{{"from", "human"}, {"value", "q2"}}, {{"from", "gpt"}, {"value", "e"}}}},
+                                              {"contrastive_conversations", {{{"from", "human"}, {"value", "q2"}}, {{"from", "gpt"}, {"value", "f"}}}}}.dump() << "\n"; }
+  const auto ext = load_external_pairs(dir + "/ext.jsonl", "", "USER: <image>\n{question} ASSISTANT:");
+  ASSERT_EQ(ext.size(), 3u);
+  EXPECT_EQ(ext[0].prompt, "USER: <image>\nWhat is here? ASSISTANT:");
+  EXPECT_EQ(ext[1].focus_rejected, "d");
+  EXPECT_EQ(ext[2].focus_chosen, "e");
+  EXPECT_FALSE(ext[0].reference.has_value());
+}
+
+TEST(TrainConfig, PresetsFilesAndErrors) {
+  const auto paper = train_preset("paper");
+  EXPECT_EQ(paper.lora.r, 64);
+  EXPECT_DOUBLE_EQ(paper.lr, 2e-5);
+  EXPECT_EQ(paper.warmup_steps, 100);
+  EXPECT_DOUBLE_EQ(paper.adamw.weight_decay, 0.1);
+  EXPECT_DOUBLE_EQ(paper.loss.lambda_calib, 0.3);
+  const auto released = train_preset("released-code");
+  EXPECT_EQ(released.lora.r, 32);
+  EXPECT_EQ(released.lora.target_modules, std::vector<std::string>{"all-linear"});
+  EXPECT_DOUBLE_EQ(released.adamw.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(released.lr, 1e-5);
+
+  const std::string dir = test::scratch_dir("train_config");
+  { std::ofstream(dir + "/t.json") << R"({"train": {"preset": "released-code", "lora": {"r": 4}, "optim": {"lr": 0.001}}})"; }
+  const auto c = load_train_config(dir + "/t.json");
+  EXPECT_EQ(c.lora.r, 4);
+  EXPECT_DOUBLE_EQ(c.lr, 1e-3);
+  EXPECT_DOUBLE_EQ(c.adamw.beta2, 0.95);  // from the preset
+  { std::ofstream(dir + "/u.json") << R"({"optim": {"learning_rate": 1}})"; }
+  std::string err = test::error_of([&] { load_train_config(dir + "/u.json"); });
+  EXPECT_NE(err.find("optim.learning_rate"), std::string::npos) << err;
+  { std::ofstream(dir + "/v.json") << R"({"reference": "frozen"})"; }
+  err = test::error_of([&] { load_train_config(dir + "/v.json"); });
+  EXPECT_NE(err.find("recompute"), std::string::npos) << err;
+  { std::ofstream(dir + "/w.json") << R"({"lora": {"target_modules": [1]}})"; }
+  err = test::error_of([&] { load_train_config(dir + "/w.json"); });
+  EXPECT_NE(err.find("lora.target_modules"), std::string::npos) << err;
+
+  P2DpoTrainConfig a = paper;
+  apply_ablation(a, "ddw");
+  apply_ablation(a, "calib");
+  EXPECT_FALSE(a.ddw.enabled);
+  EXPECT_FALSE(a.loss.use_calib);
+  apply_ablation(a, "focus");
+  EXPECT_THROW(apply_ablation(a, "robust"), InputError);
+  EXPECT_THROW(apply_ablation(a, "nothing"), InputError);
+}
+
+TEST(TrainP2Dpo, WorldPairsLossFallsRewardsRise) {
+  auto model = models::load_model(world_model());
+  const std::string out = test::scratch_dir("train_world");
+  P2DpoTrainConfig cfg = small_config();
+  cfg.max_steps = 10;
+  const auto r = train_p2dpo(*model, cfg, options(out));
+  EXPECT_EQ(r.steps_done, 10);
+  const auto m = metrics_of(out);
+  ASSERT_EQ(m.size(), 10u);
+  // At step 1 the adapter is zero: the policy reproduces the recorded references.
+  EXPECT_LT(m[0].at("reference_check_max_rel_diff").get<double>(), 1e-4);
+  EXPECT_NEAR(m[0].at("focus/rewards/margins").get<double>(), 0.0, 1e-3);
+  EXPECT_NEAR(m[0].at("loss").get<double>(), std::log(2.0) * (1.0 + 0.3 * 0.5 * 2), 0.2);  // every term ~log 2
+  auto mean = [&](const char* key, size_t from, size_t to) {
+    double s = 0;
+    for (size_t i = from; i < to; ++i) s += m[i].at(key).get<double>();
+    return s / static_cast<double>(to - from);
+  };
+  EXPECT_LT(mean("loss", 7, 10), mean("loss", 0, 3));
+  EXPECT_GT(mean("focus/rewards/margins", 7, 10), 0.0);
+  EXPECT_GT(mean("robust/rewards/margins", 7, 10), 0.0);
+  EXPECT_GT(mean("focus/rewards/accuracies", 7, 10), 0.5);
+  for (const auto& rec : m)
+    for (const char* key : {"loss/dpo_focus", "loss/calib", "loss/dpo_robust", "calib/margin", "weights/w_focus",
+                            "grad_norm", "lr", "tokens_per_s", "robust/rewards/accuracies"})
+      EXPECT_TRUE(rec.contains(key)) << key;
+  // The adapter is a PEFT directory; the model is the base again after training.
+  EXPECT_TRUE(fs::exists(out + "/adapter/adapter_config.json"));
+  EXPECT_TRUE(fs::exists(out + "/config.json"));
+  const auto adapter = adapter_of(out);
+  EXPECT_EQ(adapter.size(), 2u * 4u * static_cast<size_t>(model->info().num_layers));
+  for (const auto& l : model->linear_layers()) EXPECT_FALSE(l.layer->lora) << l.name;
+}
+
+TEST(TrainP2Dpo, KilledRunResumesToTheSameAdapter) {
+  auto model = models::load_model(world_model());
+  P2DpoTrainConfig cfg = small_config();
+  cfg.lora.dropout = 0.1;  // the torch RNG must be restored too
+  const std::string full = test::scratch_dir("train_resume_full"), part = test::scratch_dir("train_resume_part");
+  train_p2dpo(*model, cfg, options(full));
+  auto o = options(part);
+  o.stop_after_steps = 3;  // a checkpoint exists at step 2 only: step 3 is lost, as in a kill
+  train_p2dpo(*model, cfg, o);
+  EXPECT_FALSE(fs::exists(part + "/adapter"));
+  o.stop_after_steps = 0;
+  o.resume = true;
+  const auto r = train_p2dpo(*model, cfg, o);
+  ASSERT_TRUE(r.resumed_from.has_value());
+  EXPECT_EQ(*r.resumed_from, 2);
+  EXPECT_EQ(max_abs_diff(adapter_of(full), adapter_of(part)), 0.0);
+  const auto a = metrics_of(full), b = metrics_of(part);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].at("loss"), b[i].at("loss")) << i;
+  // A resumed run with another config is refused.
+  cfg.lr *= 2;
+  const std::string err = test::error_of([&] { train_p2dpo(*model, cfg, o); });
+  EXPECT_NE(err.find("another config"), std::string::npos) << err;
+}
+
+TEST(TrainP2Dpo, RecomputedReferencesAndAblations) {
+  auto model = models::load_model(world_model());
+  P2DpoTrainConfig cfg = small_config();
+  cfg.max_steps = 2;
+  const std::string rec = test::scratch_dir("train_ref_recorded"), re = test::scratch_dir("train_ref_recompute");
+  train_p2dpo(*model, cfg, options(rec));
+  cfg.reference = "recompute";
+  train_p2dpo(*model, cfg, options(re));
+  const auto a = metrics_of(rec), b = metrics_of(re);
+  for (size_t i = 0; i < 2; ++i) EXPECT_NEAR(a[i].at("loss").get<double>(), b[i].at("loss").get<double>(), 1e-4);
+  EXPECT_LT(max_abs_diff(adapter_of(rec), adapter_of(re)), 1e-4);
+
+  for (const char* ab : {"focus", "robust", "calib", "ddw"}) {
+    P2DpoTrainConfig c = small_config();
+    c.max_steps = 1;
+    apply_ablation(c, ab);
+    const std::string out = test::scratch_dir(std::string("train_ablate_") + ab);
+    train_p2dpo(*model, c, options(out));
+    const json m = metrics_of(out).at(0);
+    EXPECT_EQ(m.contains("loss/dpo_focus"), std::string(ab) != "focus") << ab;
+    EXPECT_EQ(m.contains("loss/dpo_robust"), std::string(ab) != "robust") << ab;
+    EXPECT_EQ(m.contains("loss/calib"), std::string(ab) != "calib" && std::string(ab) != "focus") << ab;
+    if (std::string(ab) == "ddw") EXPECT_DOUBLE_EQ(m.at("weights/w_focus").get<double>(), 0.5);
+  }
+}
+
+TEST(TrainP2Dpo, PlainDpoOnExternalPairs) {
+  auto model = models::load_model(world_model());
+  PairDataOptions po;
+  po.images_dir = world_images();
+  const auto pairs = load_p2dpo_pairs(world_pairs(), po);
+  const std::string dir = test::scratch_dir("train_dpo");
+  {
+    std::ofstream f(dir + "/ext.jsonl");
+    for (size_t i = 0; i < 8; ++i)
+      f << json{{"id", i}, {"image", pairs[i].image_path}, {"question", "Describe the image."},
+                {"chosen", pairs[i].focus_chosen}, {"rejected", pairs[i].focus_rejected}}.dump() << "\n";
+  }
+  P2DpoTrainConfig cfg = small_config();
+  cfg.objective = "dpo";
+  cfg.max_steps = 3;
+  auto o = options(dir + "/run");
+  o.pairs_path = dir + "/ext.jsonl";
+  o.images_dir = "";
+  const auto r = train_p2dpo(*model, cfg, o);
+  EXPECT_EQ(r.steps_done, 3);
+  const auto m = metrics_of(dir + "/run");
+  EXPECT_NEAR(m[0].at("loss").get<double>(), std::log(2.0), 1e-4);  // references = policy at step 1
+  EXPECT_FALSE(m[0].contains("loss/dpo_robust"));
+  EXPECT_LT(m[2].at("loss").get<double>(), m[0].at("loss").get<double>());
+}
+
+TEST(TrainP2Dpo, PairsFromAnotherModelAreRefused) {
+  auto model = models::load_model(test::data_path("llava-tiny-s0"));
+  const std::string err = test::error_of([&] { train_p2dpo(*model, small_config(), options(test::scratch_dir("train_wrong_model"))); });
+  EXPECT_NE(err.find("reference log-probs"), std::string::npos) << err;
+}
+
+// torchrun's contract: same program, RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT in the environment.
+pid_t spawn_rank(const std::vector<std::string>& args, int rank, int world, int port) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setenv("RANK", std::to_string(rank).c_str(), 1);
+    setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+    setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+    setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+    setenv("OMP_NUM_THREADS", "1", 1);
+    std::vector<std::string> copy = args;
+    std::string exe = P2DPO_EXE;
+    std::vector<char*> argv{exe.data()};
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(exe.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// Adam's eps is raised to 1e-3 here: with 1e-8, gradient entries near 1e-8 turn float-order noise
+// (a sum over ranks vs over micro-batches) into visible update differences, hiding what is compared.
+TEST(TrainCli, TwoGlooRanksMatchOneProcess) {
+  const std::string dir = test::scratch_dir("train_gloo");
+  { std::ofstream(dir + "/cfg.json") << json{{"lora", {{"r", 8}, {"alpha", 16.0}}},
+                                             {"optim", {{"lr", 2e-3}, {"warmup_steps", 0}, {"weight_decay", 0.0}, {"eps", 1e-3},
+                                                        {"micro_batch_size", 2}, {"effective_batch", 8}, {"max_steps", 3}}}}.dump(); }
+  auto args = [&](const std::string& out) {
+    return std::vector<std::string>{"train", "--model", world_model(), "--pairs", world_pairs(), "--images", world_images(),
+                                    "--config", dir + "/cfg.json", "--out", out, "--quiet", "--json"};
+  };
+  const auto one = test::run_cli(args(dir + "/one"));
+  ASSERT_EQ(one.status, 0) << one.out;
+  const int port = 20000 + static_cast<int>(getpid() % 20000);
+  const pid_t r0 = spawn_rank(args(dir + "/two"), 0, 2, port), r1 = spawn_rank(args(dir + "/two"), 1, 2, port);
+  int s0 = 0, s1 = 0;
+  waitpid(r0, &s0, 0);
+  waitpid(r1, &s1, 0);
+  ASSERT_TRUE(WIFEXITED(s0) && WEXITSTATUS(s0) == 0);
+  ASSERT_TRUE(WIFEXITED(s1) && WEXITSTATUS(s1) == 0);
+  EXPECT_LT(max_abs_diff(adapter_of(dir + "/one"), adapter_of(dir + "/two")), 1e-5);
+  const auto a = metrics_of(dir + "/one"), b = metrics_of(dir + "/two");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_NEAR(a[i].at("loss").get<double>(), b[i].at("loss").get<double>(), 1e-5) << i;
+    EXPECT_NEAR(a[i].at("grad_norm").get<double>(), b[i].at("grad_norm").get<double>(), 1e-5 * a[i].at("grad_norm").get<double>()) << i;
+    EXPECT_EQ(a[i].at("pairs"), b[i].at("pairs"));
+  }
+}
+
+TEST(TrainCli, BadInputsExitTwoWithTheirNames) {
+  const std::string dir = test::scratch_dir("train_cli_errors");
+  auto r = test::run_cli({"train", "--model", world_model(), "--pairs", dir + "/none", "--out", dir + "/o"});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find(dir + "/none"), std::string::npos) << r.out;
+  r = test::run_cli({"train", "--model", world_model(), "--pairs", world_pairs(), "--images", world_images(),
+                     "--out", dir + "/o", "--ablate", "everything"});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("--ablate"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace p2dpo::train
