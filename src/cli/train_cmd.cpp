@@ -14,7 +14,8 @@ namespace p2dpo::cli {
 void register_train(CLI::App& app) {
   struct Opts {
     ModelFlags model;
-    std::string config, preset, pairs, images, out, objective;
+    std::vector<std::string> config;
+    std::string preset, pairs, images, out, objective;
     std::vector<std::string> ablate;
     int64_t max_steps = -1, stop_after = 0;
     bool resume = false, quiet = false, json = false;
@@ -22,7 +23,7 @@ void register_train(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* cmd = app.add_subcommand("train", "Train a LoRA adapter with P2-DPO on pairs from `p2dpo pairs` (or plain DPO on external pairs)");
   o->model.add(cmd);
-  cmd->add_option("--config", o->config, "train config (YAML or JSON; keys at top level or under 'train:')");
+  cmd->add_option("--config", o->config, "train config (YAML or JSON; keys at top level or under 'train:'); repeat to overlay files in order");
   cmd->add_option("--preset", o->preset, "paper | released-code (overrides the config's preset)");
   cmd->add_option("--pairs", o->pairs, "a `p2dpo pairs` output folder (or its filtered.jsonl); external pairs with --objective dpo")->required();
   cmd->add_option("--images", o->images, "folder the pairs' image paths are relative to (default: the pairs run's own)");

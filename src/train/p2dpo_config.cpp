@@ -134,22 +134,33 @@ P2DpoTrainConfig train_preset(const std::string& preset) {
 }
 
 P2DpoTrainConfig load_train_config(const std::string& path, const std::string& preset_override) {
-  json user = json::object();
-  const std::string where = path.empty() ? "--config" : path;
-  if (!path.empty()) {
-    user = pairs::read_config_file(path);
+  return load_train_config(path.empty() ? std::vector<std::string>{} : std::vector<std::string>{path}, preset_override);
+}
+
+P2DpoTrainConfig load_train_config(const std::vector<std::string>& paths, const std::string& preset_override) {
+  std::vector<json> users;
+  std::string preset = preset_override;
+  std::string file_preset;
+  for (const auto& path : paths) {
+    json user = pairs::read_config_file(path);
     if (user.is_null()) user = json::object();
     if (user.is_object() && user.contains("train")) user = user.at("train");
     if (!user.is_object()) throw InputError(path, "the config must be a mapping of keys");
+    if (user.contains("preset")) {
+      if (!user["preset"].is_string()) throw InputError(path, "key 'preset' must be text");
+      file_preset = user["preset"].get<std::string>();
+      user.erase("preset");
+    }
+    users.push_back(std::move(user));
   }
-  std::string preset = preset_override;
-  if (preset.empty()) preset = user.contains("preset") && user["preset"].is_string() ? user["preset"].get<std::string>() : "paper";
-  user.erase("preset");
+  if (preset.empty()) preset = file_preset.empty() ? "paper" : file_preset;
   const json defaults = train_preset(preset).to_json();
-  pairs::check_known_keys(user, defaults, where, "");
   json merged = defaults;
-  merged.merge_patch(user);
-  return from_resolved(merged, where);
+  for (size_t i = 0; i < users.size(); ++i) {
+    pairs::check_known_keys(users[i], defaults, paths[i], "");
+    merged.merge_patch(users[i]);
+  }
+  return from_resolved(merged, paths.empty() ? "--config" : paths.back());
 }
 
 void apply_ablation(P2DpoTrainConfig& cfg, const std::string& name) {

@@ -61,6 +61,9 @@ struct P2DpoTrainConfig {
 P2DpoTrainConfig train_preset(const std::string& preset);
 // preset (preset_override, else the file's "preset", else "paper") + the file (may be empty).
 P2DpoTrainConfig load_train_config(const std::string& path, const std::string& preset_override = "");
+// Several files, each overlaid on the previous ones (a shared recipe, then a run's changes); the
+// preset is the override's, else the last file's that names one. Errors name the file at fault.
+P2DpoTrainConfig load_train_config(const std::vector<std::string>& paths, const std::string& preset_override = "");
 // "focus" | "robust" | "calib" | "ddw": the paper's Table 4 ablations. InputError("--ablate", ...) otherwise.
 void apply_ablation(P2DpoTrainConfig& cfg, const std::string& name);
 

@@ -126,6 +126,13 @@ TEST(TrainConfig, PresetsFilesAndErrors) {
   EXPECT_EQ(c.lora.r, 4);
   EXPECT_DOUBLE_EQ(c.lr, 1e-3);
   EXPECT_DOUBLE_EQ(c.adamw.beta2, 0.95);  // from the preset
+  // Files overlay in order; the later one wins and the preset comes from the file that names one.
+  { std::ofstream(dir + "/over.json") << R"({"optim": {"lr": 0.5}, "loss": {"beta": 0.2}})"; }
+  const auto two = load_train_config(std::vector<std::string>{dir + "/t.json", dir + "/over.json"});
+  EXPECT_DOUBLE_EQ(two.lr, 0.5);
+  EXPECT_DOUBLE_EQ(two.loss.beta, 0.2);
+  EXPECT_EQ(two.lora.r, 4);
+  EXPECT_EQ(two.preset, "released-code");
   { std::ofstream(dir + "/u.json") << R"({"optim": {"learning_rate": 1}})"; }
   std::string err = test::error_of([&] { load_train_config(dir + "/u.json"); });
   EXPECT_NE(err.find("optim.learning_rate"), std::string::npos) << err;
@@ -217,6 +224,15 @@ TEST(TrainP2Dpo, RecomputedReferencesAndAblations) {
   for (size_t i = 0; i < 2; ++i) EXPECT_NEAR(a[i].at("loss").get<double>(), b[i].at("loss").get<double>(), 1e-4);
   EXPECT_LT(max_abs_diff(adapter_of(rec), adapter_of(re)), 1e-4);
 
+  // The optional SFT term adds sft_weight x the focus winner's per-token NLL (positive) at step 1.
+  {
+    P2DpoTrainConfig c = small_config();
+    c.max_steps = 1;
+    c.sft_weight = 1.0;
+    const std::string out = test::scratch_dir("train_sft");
+    train_p2dpo(*model, c, options(out));
+    EXPECT_GT(metrics_of(out).at(0).at("loss").get<double>(), a[0].at("loss").get<double>() + 1e-3);
+  }
   for (const char* ab : {"focus", "robust", "calib", "ddw"}) {
     P2DpoTrainConfig c = small_config();
     c.max_steps = 1;
