@@ -9,11 +9,19 @@
 
 namespace p2dpo::models {
 
+namespace {
+thread_local int force_lora_dropout = 0;
+}  // namespace
+
+ForceLoraDropout::ForceLoraDropout() { ++force_lora_dropout; }
+ForceLoraDropout::~ForceLoraDropout() { --force_lora_dropout; }
+bool ForceLoraDropout::active() { return force_lora_dropout > 0; }
+
 torch::Tensor Linear::operator()(const torch::Tensor& x) const {
   torch::Tensor y = torch::linear(x, weight, bias);
   if (lora && lora->enabled) {
     torch::Tensor h = x;
-    if (lora->dropout > 0.0 && torch::GradMode::is_enabled()) {
+    if (lora->dropout > 0.0 && (torch::GradMode::is_enabled() || ForceLoraDropout::active())) {
       h = torch::dropout(h, lora->dropout, /*train=*/true);
     }
     y = y + torch::linear(torch::linear(h.to(lora->A.scalar_type()), lora->A), lora->B)

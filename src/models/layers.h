@@ -19,6 +19,18 @@ struct LoraWeights {
   bool enabled = true;
 };
 
+// LoRA dropout is active while autograd records (training). A layer recomputed for gradient
+// checkpointing runs its first pass without autograd; this scope keeps dropout on there so both
+// passes draw the same masks (from the same generator state).
+class ForceLoraDropout {
+ public:
+  ForceLoraDropout();
+  ~ForceLoraDropout();
+  ForceLoraDropout(const ForceLoraDropout&) = delete;
+  ForceLoraDropout& operator=(const ForceLoraDropout&) = delete;
+  static bool active();
+};
+
 struct Linear {
   torch::Tensor weight;  // [out, in]
   torch::Tensor bias;    // [out] or undefined

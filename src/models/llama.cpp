@@ -101,6 +101,99 @@ torch::Tensor LlamaDecoder::lm_head(const torch::Tensor& hidden) const {
   return torch::linear(hidden, lm_head_);
 }
 
+namespace {
+
+// Gradient checkpointing of one decoder layer: forward runs without a graph and saves only the
+// layer's inputs (and the CPU generator state, so LoRA dropout draws the same masks again);
+// backward re-runs the layer with autograd on and back-propagates through that fresh graph, which
+// also accumulates into the trainable leaves (LoRA weights), as PyTorch's reentrant checkpoint.
+struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, torch::Tensor h,
+                                                torch::Tensor past_k, torch::Tensor past_v, torch::Tensor cos,
+                                                torch::Tensor sin, torch::Tensor mask, torch::Tensor /*grad_anchor*/,
+                                                int64_t decoder, int64_t layer) {
+    ctx->save_for_backward({h, past_k, past_v, cos, sin, mask});
+    ctx->saved_data["decoder"] = decoder;
+    ctx->saved_data["layer"] = layer;
+    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    const auto* self = reinterpret_cast<const LlamaDecoder*>(decoder);
+    ForceLoraDropout training_dropout;  // the first pass runs without autograd but is still training
+    auto out = self->layer_step(static_cast<int>(layer), h, past_k, past_v, cos, sin,
+                                mask.numel() ? mask : torch::Tensor());
+    return {out[0], out[1], out[2]};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto* self = reinterpret_cast<const LlamaDecoder*>(ctx->saved_data["decoder"].toInt());
+    const int layer = static_cast<int>(ctx->saved_data["layer"].toInt());
+    auto h = saved[0].detach().requires_grad_(true);
+    auto pk = saved[1].detach().requires_grad_(saved[1].numel() > 0);
+    auto pv = saved[2].detach().requires_grad_(saved[2].numel() > 0);
+    auto generator = at::detail::getDefaultCPUGenerator();
+    const auto rng_now = generator.get_state();
+    generator.set_state(ctx->saved_data["rng"].toTensor());
+    std::array<torch::Tensor, 3> out;
+    {
+      torch::AutoGradMode grad_on(true);
+      out = self->layer_step(layer, h, pk, pv, saved[3], saved[4], saved[5].numel() ? saved[5] : torch::Tensor());
+    }
+    generator.set_state(rng_now);
+    torch::autograd::variable_list outputs, output_grads;
+    for (size_t k = 0; k < 3; ++k) {
+      if (grads[k].defined() && out[k].requires_grad()) {
+        outputs.push_back(out[k]);
+        output_grads.push_back(grads[k]);
+      }
+    }
+    if (!outputs.empty()) torch::autograd::backward(outputs, output_grads);
+    return {h.grad(), pk.requires_grad() ? pk.grad() : torch::Tensor(), pv.requires_grad() ? pv.grad() : torch::Tensor(),
+            torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+std::array<torch::Tensor, 3> recompute_layer(const LlamaDecoder& self, int layer, const torch::Tensor& h,
+                                             const torch::Tensor& past_k, const torch::Tensor& past_v,
+                                             const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask) {
+  // The trainable weights (LoRA) are not inputs of the Function, and the embeddings of a frozen
+  // model need no gradient, so without an input that requires grad autograd would treat the
+  // layer's outputs as constants. An empty leaf that requires grad keeps the layer in the graph.
+  thread_local const torch::Tensor grad_anchor = torch::empty({0}).requires_grad_(true);
+  auto out = LayerCheckpoint::apply(h, past_k, past_v, cos, sin, mask.defined() ? mask : torch::empty({0}, h.options()),
+                                    grad_anchor, reinterpret_cast<int64_t>(&self), static_cast<int64_t>(layer));
+  return {out[0], out[1], out[2]};
+}
+
+}  // namespace
+
+std::array<torch::Tensor, 3> LlamaDecoder::layer_step(int layer_index, const torch::Tensor& h, const torch::Tensor& past_k,
+                                                      const torch::Tensor& past_v, const torch::Tensor& cos,
+                                                      const torch::Tensor& sin, const torch::Tensor& mask) const {
+  const LlamaLayer& l = layers_[static_cast<size_t>(layer_index)];
+  const int64_t B = h.size(0), L = h.size(1);
+  const int64_t d = cfg_.head_dim, nq = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads;
+  const auto x = l.input_layernorm(h);
+  auto q = l.q_proj(x).view({B, L, nq, d}).transpose(1, 2);
+  auto k = l.k_proj(x).view({B, L, nkv, d}).transpose(1, 2);
+  auto v = l.v_proj(x).view({B, L, nkv, d}).transpose(1, 2);
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  if (past_k.defined() && past_k.size(2) > 0) {
+    k = torch::cat({past_k, k}, 2);
+    v = torch::cat({past_v, v}, 2);
+  }
+  const int64_t rep = nq / nkv;
+  auto scores = torch::matmul(q, repeat_kv(k, rep).transpose(2, 3)) / std::sqrt(static_cast<double>(d));
+  if (mask.defined()) scores = scores + mask;
+  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  auto a = l.o_proj(torch::matmul(probs, repeat_kv(v, rep)).transpose(1, 2).reshape({B, L, nq * d}));
+  auto h2 = h + a;
+  auto x2 = l.post_attention_layernorm(h2);
+  auto h3 = h2 + l.down_proj(activation(cfg_.hidden_act, l.gate_proj(x2)) * l.up_proj(x2));
+  return {h3, k, v};
+}
+
 torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Tensor& attention_mask,
                                     KVCache* cache, AttentionCapture* capture,
                                     std::vector<torch::Tensor>* hidden_states,
@@ -166,7 +259,25 @@ torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Te
     cache->key_buffers.resize(layers_.size());
     cache->value_buffers.resize(layers_.size());
   }
-  for (size_t i = 0; i < layers_.size(); ++i) {
+  const bool recompute = recompute_layers_ && torch::GradMode::is_enabled() && !capture && !attentions && !hidden_states;
+  for (size_t i = 0; i < layers_.size() && recompute; ++i) {
+    torch::Tensor pk, pv;
+    if (cache && cache->keys[i].defined()) {
+      pk = cache->keys[i];
+      pv = cache->values[i];
+    } else {
+      const auto shape = std::vector<int64_t>{B, cfg_.num_key_value_heads, 0, cfg_.head_dim};
+      pk = torch::zeros(shape, embeds.options());
+      pv = torch::zeros(shape, embeds.options());
+    }
+    auto out = recompute_layer(*this, static_cast<int>(i), h, pk, pv, cos, sin, mask);
+    h = out[0];
+    if (cache) {
+      cache->keys[i] = out[1];
+      cache->values[i] = out[2];
+    }
+  }
+  for (size_t i = 0; i < layers_.size() && !recompute; ++i) {
     const auto& l = layers_[i];
     auto a = attention(static_cast<int>(i), l, l.input_layernorm(h), cos, sin, mask, cache, capture,
                        attentions);

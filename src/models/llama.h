@@ -4,6 +4,7 @@
 // attention whenever probabilities are requested (SDPA on libtorch >= 2 otherwise).
 #include <torch/types.h>
 
+#include <array>
 #include <map>
 #include <string>
 #include <vector>
@@ -44,6 +45,18 @@ class LlamaDecoder {
   std::vector<NamedLinear> linear_layers(const std::string& prefix_model);
   // Use SDPA (libtorch >= 2) where no probabilities are requested. Off = eager everywhere.
   void set_use_sdpa(bool on) { use_sdpa_ = on; }
+  // Activation recomputation (gradient checkpointing) per decoder layer: with autograd on and no
+  // attention or hidden-state capture, each layer keeps only its inputs and runs again in the
+  // backward pass (an autograd Function; libtorch has no checkpoint API). Same values and
+  // gradients, far less memory for long sequences. Dropout masks are replayed from the saved CPU
+  // generator state; on CUDA the caller must not combine it with dropout (the trainer refuses).
+  void set_recompute_layers(bool on) { recompute_layers_ = on; }
+  bool recompute_layers() const { return recompute_layers_; }
+  // One decoder layer on explicit past keys/values ([B, n_kv, past, d], possibly empty): returns
+  // {hidden out, keys past+new, values past+new}. The body of forward() and of the recomputation.
+  std::array<torch::Tensor, 3> layer_step(int layer_index, const torch::Tensor& h, const torch::Tensor& past_k,
+                                          const torch::Tensor& past_v, const torch::Tensor& cos,
+                                          const torch::Tensor& sin, const torch::Tensor& mask) const;
 
  private:
   torch::Tensor attention(int layer_index, const LlamaLayer& l, const torch::Tensor& x,
@@ -56,6 +69,7 @@ class LlamaDecoder {
   RMSNorm norm_;
   std::vector<LlamaLayer> layers_;
   bool use_sdpa_ = true;
+  bool recompute_layers_ = false;
 };
 
 }  // namespace p2dpo::models

@@ -41,6 +41,7 @@ class LlavaModel : public VisionLanguageModel {
   KVCache new_cache() const override { return {}; }
   std::map<std::string, torch::Tensor> named_parameters() override;
   std::vector<NamedLinear> linear_layers() override;
+  void set_activation_recomputation(bool on) override { lm_->set_recompute_layers(on); }
 
   // Parity/debug access to the stages.
   const ClipVisionTower& vision_tower() const { return *vision_; }

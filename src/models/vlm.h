@@ -117,6 +117,9 @@ class VisionLanguageModel {
   // The projector's and the language model's linear layers (not the LM head, which PEFT's
   // "all-linear" also leaves out), in layer order.
   virtual std::vector<NamedLinear> linear_layers() = 0;
+  // Activation recomputation per language-model decoder layer while autograd is on (trades a
+  // second forward for the layers' activations); values and gradients are unchanged.
+  virtual void set_activation_recomputation(bool on) = 0;
 };
 
 }  // namespace p2dpo::models

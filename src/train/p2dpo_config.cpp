@@ -28,7 +28,7 @@ json P2DpoTrainConfig::to_json() const {
       {"data", {{"kept_only", kept_only}, {"limit", limit}, {"external_prompt", external_prompt}}},
       {"runtime",
        {{"share_prefixes", share_prefixes}, {"feature_cache_mb", feature_cache_mb}, {"dtype", dtype},
-        {"reference_check_tolerance", reference_check_tolerance}}},
+        {"recompute_layers", recompute_layers}, {"reference_check_tolerance", reference_check_tolerance}}},
   };
 }
 
@@ -81,6 +81,7 @@ P2DpoTrainConfig from_resolved(const json& j, const std::string& path) {
   c.share_prefixes = r.at("share_prefixes");
   c.feature_cache_mb = r.at("feature_cache_mb");
   c.dtype = r.at("dtype");
+  c.recompute_layers = r.at("recompute_layers");
   c.reference_check_tolerance = r.at("reference_check_tolerance");
 
   auto fail = [&](const std::string& key, const std::string& why) { throw InputError(path, "key '" + key + "' " + why); };

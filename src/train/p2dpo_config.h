@@ -53,6 +53,7 @@ struct P2DpoTrainConfig {
   bool share_prefixes = true;       // one prefix per (prompt, images), continuations attend to its KV
   int64_t feature_cache_mb = 1024;  // frozen image features kept between epochs (0 = recompute)
   std::string dtype = "auto";       // auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16
+  bool recompute_layers = false;    // activation recomputation per decoder layer (less memory, ~1/3 more compute)
   double reference_check_tolerance = 0.1;  // relative; recorded references vs this model at step 1
 
   nlohmann::json to_json() const;
