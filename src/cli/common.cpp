@@ -7,6 +7,7 @@
 
 #include "image/decode.h"
 #include "io/errors.h"
+#include "train/lora.h"
 
 namespace p2dpo::cli {
 
@@ -16,6 +17,7 @@ void ModelFlags::add(CLI::App* cmd) {
   cmd->add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--dtype", dtype, "weights dtype: float32, bfloat16, float16")->capture_default_str();
   cmd->add_flag("--pad-to-square", pad_to_square, "pad images to a square with the mean colour (original LLaVA)");
+  cmd->add_option("--adapter", adapter_dir, "LoRA adapter directory (PEFT layout, e.g. a `p2dpo train` run's adapter/) applied on top of --model");
 }
 
 std::unique_ptr<models::VisionLanguageModel> ModelFlags::load() const {
@@ -23,7 +25,10 @@ std::unique_ptr<models::VisionLanguageModel> ModelFlags::load() const {
   opts.device = models::parse_device(device, "--device");
   opts.dtype = models::parse_dtype(dtype, "--dtype");
   opts.pad_to_square = pad_to_square;
-  return models::load_model(model_dir, opts);
+  auto model = models::load_model(model_dir, opts);
+  // The adapter's weights live in the model's layers (Linear::lora); the handle is not needed.
+  if (!adapter_dir.empty()) train::LoraAdapter::load(*model, adapter_dir);
+  return model;
 }
 
 std::vector<models::PreparedImage> load_images(models::VisionLanguageModel& model,

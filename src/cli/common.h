@@ -16,6 +16,7 @@ struct ModelFlags {
   std::string device = "cpu";
   std::string dtype = "float32";
   bool pad_to_square = false;
+  std::string adapter_dir;  // a PEFT LoRA directory applied on top of the model ("" = none)
   void add(CLI::App* cmd);
   std::unique_ptr<models::VisionLanguageModel> load() const;
 };

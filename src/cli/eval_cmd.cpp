@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "eval/ips.h"
 #include "eval/pope.h"
 #include "eval/pope_runner.h"
 #include "io/errors.h"
@@ -157,7 +158,8 @@ void register_eval_pope(CLI::App& eval) {
     run.prompt_template = unescape(o->prompt_template);
     run.answer_suffix = o->no_answer_suffix ? "" : unescape(o->answer_suffix);
     run.model_id = model_name(o->model.model_dir);
-    run.model_settings = {{"dtype", o->model.dtype}, {"pad_to_square", o->model.pad_to_square}};
+    run.model_settings = {{"dtype", o->model.dtype}, {"pad_to_square", o->model.pad_to_square},
+                          {"adapter", o->model.adapter_dir}};
     run.progress = !o->quiet;
     // Validate the cheap things before the model loads.
     if (run.prompt_template.empty()) {
@@ -173,12 +175,59 @@ void register_eval_pope(CLI::App& eval) {
   });
 }
 
+void register_eval_ips(CLI::App& eval) {
+  struct Opts {
+    ModelFlags model;
+    eval::IpsOptions ips;
+    bool all = false, json = false, quiet = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = eval.add_subcommand(
+      "ips", "Implicit preference strength of a pair set (Table 3): measured with --model [--adapter], or as recorded by `p2dpo pairs`");
+  o->model.add(cmd);
+  cmd->get_option("--model")->required(false)->description("model to measure with (omit: the IPS recorded with the pairs)");
+  cmd->add_option("--pairs", o->ips.pairs_path, "a `p2dpo pairs` folder or JSONL, or external pairs (RLHF-V, V-DPO, {image, question, chosen, rejected})")->required();
+  cmd->add_option("--images", o->ips.images_dir, "folder the pairs' image paths are relative to (default: the pairs run's own)");
+  cmd->add_option("--prompt-template", o->ips.prompt_template, "prompt for external pairs, with {question} and <image> (\\n = newline)")->capture_default_str();
+  cmd->add_flag("--all", o->all, "every record of pairs.jsonl, not only the filter's kept ones");
+  cmd->add_option("--limit", o->ips.limit, "only the first N pairs");
+  cmd->add_option("--out", o->ips.out_dir, "write ips.jsonl (per pair) and results.json here");
+  cmd->add_flag("--json", o->json, "print the results JSON");
+  cmd->add_flag("--quiet", o->quiet, "no progress line");
+  cmd->callback([o]() {
+    o->ips.kept_only = !o->all;
+    o->ips.progress = !o->quiet;
+    o->ips.prompt_template = unescape(o->ips.prompt_template);
+    nlohmann::json doc;
+    if (o->model.model_dir.empty()) {
+      if (!o->model.adapter_dir.empty()) throw InputError("--adapter", "needs --model");
+      doc = eval::recorded_ips(o->ips);
+    } else {
+      auto model = o->model.load();
+      doc = eval::measure_ips(*model, o->ips);
+    }
+    if (o->json) {
+      std::cout << doc.dump(2) << std::endl;
+      return;
+    }
+    std::cout << fmt::format("IPS of {} ({}, {} pairs)\n{:<10} {:>9} {:>9} {:>9}\n", o->ips.pairs_path,
+                             doc["source"].get<std::string>(), doc["n_pairs"].get<int64_t>(), "pairs", "mean", "std", "neg %");
+    for (const char* kind : {"focus", "robust", "external"}) {
+      if (!doc.contains(kind) || doc[kind].value("n", 0) == 0) continue;
+      const auto& t = doc[kind];
+      std::cout << fmt::format("{:<10} {:>9.2f} {:>9.2f} {:>9.1f}\n", kind, t["mean"].get<double>(), t["std"].get<double>(),
+                               100.0 * t["share_negative"].get<double>());
+    }
+  });
+}
+
 }  // namespace
 
 void register_eval(CLI::App& app) {
   auto* eval = app.add_subcommand("eval", "Evaluate a model on a benchmark (pope, ...)");
   eval->require_subcommand(1);
   register_eval_pope(*eval);
+  register_eval_ips(*eval);
 }
 
 }  // namespace p2dpo::cli

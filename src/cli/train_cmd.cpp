@@ -36,6 +36,8 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--quiet", o->quiet, "no progress line");
   cmd->add_flag("--json", o->json, "print the summary as JSON");
   cmd->callback([o, cmd]() {
+    if (!o->model.adapter_dir.empty())
+      throw InputError("--adapter", "train starts a new adapter; to continue from one, merge it into the base first (p2dpo merge)");
     train::P2DpoTrainConfig cfg = train::load_train_config(o->config, o->preset);
     if (!o->objective.empty()) {
       if (o->objective != "p2dpo" && o->objective != "dpo") throw InputError("--objective", "expected p2dpo or dpo, got '" + o->objective + "'");
