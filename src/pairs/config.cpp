@@ -208,7 +208,7 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
     throw InputError(path, "key '" + key + "' must be one of " + list + ", got '" + v + "'");
   };
   one_of("prompt.attention", c.prompt.attention, {"locate", "plain"});
-  one_of("attention.method", c.attention.method, {"grad", "mean", "layer_mean"});
+  one_of("attention.method", c.attention.method, {"grad", "mean", "layer_mean", "tok_img"});
   one_of("erase.mode", c.erase.mode, {"mean", "blur", "alpha"});
   one_of("noise.mode", c.noise.mode, {"diffusion", "pixel"});
   one_of("filter.margin_rule", c.filter.margin_rule, {"percentile", "fixed"});

@@ -28,7 +28,10 @@ struct PromptConfig {
 };
 
 struct AttentionConfig {
-  std::string method = "grad";  // "grad" (ViCrop grad_att) | "mean" (head mean) | "layer_mean" (mean over `layers`)
+  // "grad" (ViCrop grad_att at `layers`) | "mean" (head mean at `layers`) | "layer_mean" (head mean,
+  // averaged over every layer) | "tok_img" (the paper's A_tok ⊗ A_img: per-layer head-mean maps of
+  // the answer position, each normalised over the image, averaged over every layer)
+  std::string method = "grad";
   std::vector<int> layers;      // empty: round(14/32 * L), the paper's layer 14 of 32 scaled by depth
 };
 

@@ -169,12 +169,23 @@ AttentionGrid attention_grid(models::VisionLanguageModel& model, const SampleWor
     map = map / static_cast<double>(layers.size());
   } else {
     std::vector<int> use = layers;
-    if (cfg.attention.method == "layer_mean") {
+    const bool all_layers = cfg.attention.method == "layer_mean" || cfg.attention.method == "tok_img";
+    if (all_layers) {
       use.clear();
       for (int l = 0; l < model.info().num_layers; ++l) use.push_back(l);
     }
     auto att = infer::attention_to_images(model, imgs, ids, use, {-1});
-    for (auto& [l, m] : att.maps) map = map.defined() ? map + m.select(0, 0) : m.select(0, 0).clone();
+    for (auto& [l, m] : att.maps) {
+      torch::Tensor layer_map = m.select(0, 0);
+      // tok_img, the paper's A = A_tok ⊗ A_img (App. B): A_tok is each layer's head-mean attention
+      // of the answer position (the last prompt token, which emits the first answer token) over
+      // the image tokens, A_img the connector's map from image tokens to grid cells. An MLP
+      // projector maps token i to cell i (A_img = identity on the token grid, L_c = 1), so A is the
+      // stack of per-layer maps; each is normalised to a distribution over the image before the
+      // layers are averaged, so layers that attend to the image little still shape the crop.
+      if (cfg.attention.method == "tok_img") layer_map = layer_map / layer_map.sum().clamp_min(1e-12);
+      map = map.defined() ? map + layer_map : layer_map.clone();
+    }
     map = map / static_cast<double>(att.maps.size());
   }
   AttentionGrid grid;

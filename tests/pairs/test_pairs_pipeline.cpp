@@ -196,6 +196,30 @@ TEST(PairsPipeline, RecordsStatsAndResume) {
 
 // A run whose every answer came back empty has no margins: the percentile rule says so, naming
 // the run, instead of failing inside the statistics.
+// The attention methods side by side on one prompt: tok_img (the paper's A_tok ⊗ A_img) averages
+// per-layer maps that are each a distribution over the image, so it sums to 1; layer_mean averages
+// raw attention (which also goes to text tokens), so it sums to less; both cover every layer.
+TEST(PairsPipeline, TokImgAttentionIsAMeanOfPerLayerDistributions) {
+  auto model = models::load_model(test::data_path("llava-tiny-s0"));
+  auto map_of = [&](const std::string& method) {
+    PairsConfig c = tiny_config();
+    c.attention.method = method;
+    c.heatmaps = 0;
+    const std::string out = test::scratch_dir("pairs_att_" + method);
+    generate_pairs(*model, nullptr, c, tiny_options(out, 1));
+    const auto rec = io::read_jsonl_file(out + "/pairs.jsonl").at(0);
+    EXPECT_EQ(rec["attention"]["method"], method);
+    return rec["attention"]["map"].get<std::vector<double>>();
+  };
+  const auto tok_img = map_of("tok_img"), layer_mean = map_of("layer_mean");
+  ASSERT_EQ(tok_img.size(), layer_mean.size());
+  double s_tok = 0, s_mean = 0;
+  for (size_t i = 0; i < tok_img.size(); ++i) s_tok += tok_img[i], s_mean += layer_mean[i];
+  EXPECT_NEAR(s_tok, 1.0, 1e-5);
+  EXPECT_LT(s_mean, 1.0 - 1e-3);
+  EXPECT_NE(tok_img, layer_mean);
+}
+
 TEST(PairsPipeline, EmptyAnswersGiveAClearFilterError) {
   const std::string dir = test::scratch_dir("pairs_empty");
   const auto cfg = tiny_config();
