@@ -10,6 +10,7 @@
 #include <random>
 #include <set>
 
+#include "image/noise.h"
 #include "io/atomic_file.h"
 #include "io/errors.h"
 #include "io/hf_config.h"
@@ -102,15 +103,6 @@ std::string regex_escape(const std::string& s) {
     out += c;
   }
   return out;
-}
-
-uint64_t fnv1a64(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001b3ULL;
-  }
-  return h;
 }
 
 std::vector<models::NamedLinear> language_model_linears(models::VisionLanguageModel& model) {
@@ -316,7 +308,7 @@ LoraAdapter LoraAdapter::attach(models::VisionLanguageModel& model, const LoraCo
     const int64_t out = l.layer->weight.size(0), in = l.layer->weight.size(1);
     // PEFT: kaiming_uniform_(A, a=sqrt(5)) -> bound = sqrt(6 / ((1 + 5) * fan_in)) = 1 / sqrt(in).
     const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-    std::mt19937_64 rng(derive_seed(seed, fnv1a64(l.name)));
+    std::mt19937_64 rng(derive_seed(seed, image::fnv1a64(l.name)));
     std::vector<float> values(static_cast<size_t>(cfg.r * in));
     for (auto& v : values) v = static_cast<float>((2.0 * uniform_unit(rng) - 1.0) * bound);
     auto w = std::make_shared<models::LoraWeights>();
