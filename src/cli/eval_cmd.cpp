@@ -223,11 +223,14 @@ void register_eval_ips(CLI::App& eval) {
 
 }  // namespace
 
+void register_eval_benchmarks(CLI::App& eval);  // src/cli/eval_benchmarks_cmd.cpp: hallusionbench, amber
+
 void register_eval(CLI::App& app) {
-  auto* eval = app.add_subcommand("eval", "Evaluate a model on a benchmark (pope, ...)");
+  auto* eval = app.add_subcommand("eval", "Evaluate a model on a benchmark (pope, hallusionbench, amber) or a pair set (ips)");
   eval->require_subcommand(1);
   register_eval_pope(*eval);
   register_eval_ips(*eval);
+  register_eval_benchmarks(*eval);
 }
 
 }  // namespace p2dpo::cli

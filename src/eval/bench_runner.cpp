@@ -1,0 +1,202 @@
+#include "eval/bench_runner.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "image/decode.h"
+#include "infer/generate.h"
+#include "io/errors.h"
+#include "io/json_io.h"
+#include "text/prompt.h"
+#include "text/utf8.h"
+
+namespace p2dpo::eval {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kVicunaSystem =
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions.";
+const char* kLlavaSystem =
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the human's questions.";
+
+int count_occurrences(const std::string& s, const std::string& needle) {
+  int n = 0;
+  for (size_t pos = s.find(needle); pos != std::string::npos; pos = s.find(needle, pos + needle.size())) ++n;
+  return n;
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+// Resuming under another protocol would mix two experiments in one file.
+void check_or_write_run_record(const std::string& answers_path, const nlohmann::json& protocol) {
+  const std::string record_path = answers_path + ".run.json";
+  if (fs::exists(record_path)) {
+    const nlohmann::json old = io::read_json_file(record_path);
+    const nlohmann::json old_protocol = old.contains("protocol") ? old["protocol"] : nlohmann::json();
+    for (auto it = protocol.begin(); it != protocol.end(); ++it) {
+      const nlohmann::json before = old_protocol.is_object() && old_protocol.contains(it.key())
+                                        ? old_protocol[it.key()] : nlohmann::json();
+      if (before != it.value()) {
+        throw InputError(record_path, fmt::format("the answers beside it were written with {} = {}, this run has {}; "
+                                                  "use another --out or delete {}",
+                                                  it.key(), before.dump(), it.value().dump(), answers_path));
+      }
+    }
+    return;
+  }
+  if (fs::exists(answers_path) && fs::file_size(answers_path) > 0) {
+    throw InputError(answers_path, "exists without its run record " + record_path +
+                                       "; cannot tell how it was made: use another --out or delete it");
+  }
+  io::write_json_atomic(record_path, {{"protocol", protocol}});
+}
+
+}  // namespace
+
+std::string bench_conv_template(const std::string& conv_mode) {
+  if (conv_mode == "llava_v1") return std::string(kLlavaSystem) + " USER: <image>\n{question} ASSISTANT:";
+  if (conv_mode == "vicuna_v1") return std::string(kVicunaSystem) + " USER: <image>\n{question} ASSISTANT:";
+  if (conv_mode == "hf") return "USER: <image>\n{question} ASSISTANT:";
+  if (conv_mode == "vlmevalkit") return std::string(kLlavaSystem) + " USER:  <image> {question} ASSISTANT: ";
+  throw InputError("--conv-mode", "unknown mode '" + conv_mode + "' (llava_v1, vicuna_v1, hf, vlmevalkit)");
+}
+
+std::string bench_prompt(const std::string& prompt_template, const std::string& question, bool with_image) {
+  std::string t = prompt_template;
+  if (!with_image) {
+    const size_t pos = t.find("<image>");
+    if (pos != std::string::npos) {
+      size_t end = pos + 7;
+      if (end < t.size() && (t[end] == '\n' || t[end] == ' ')) ++end;
+      t.erase(pos, end - pos);
+    }
+  }
+  const size_t pos = t.find("{question}");
+  if (pos == std::string::npos) return t;
+  return t.substr(0, pos) + question + t.substr(pos + 10);
+}
+
+void check_bench_template(const std::string& prompt_template, const std::string& flag) {
+  const int q = count_occurrences(prompt_template, "{question}");
+  const int img = text::count_image_markers(prompt_template, "<image>");
+  if (q != 1 || img != 1) {
+    throw InputError(flag, fmt::format("the template needs exactly one {{question}} and one <image>, found {} and {}: \"{}\"",
+                                       q, img, prompt_template));
+  }
+}
+
+std::string model_id_from_dir(const std::string& dir) {
+  fs::path p = fs::path(dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return p.filename().string();
+}
+
+int64_t run_generation(models::VisionLanguageModel& model, const std::vector<GenerationItem>& items,
+                       const GenerationRunOptions& opts, const RecordMaker& make_record, const RecordKey& key_of,
+                       const std::vector<std::string>& known_ids) {
+  if (opts.batch_size < 1) throw InputError("--batch-size", "must be >= 1");
+  if (opts.max_new_tokens < 1) throw InputError("--max-new-tokens", "must be >= 1");
+  std::set<std::string> item_ids, known(known_ids.begin(), known_ids.end());
+  for (const auto& it : items) {
+    if (!item_ids.insert(it.id).second) throw std::invalid_argument("run_generation: duplicate item id " + it.id);
+  }
+  check_or_write_run_record(opts.answers_path, opts.protocol);
+  io::JsonlAppender appender(opts.answers_path);  // cuts a torn last line
+  std::set<std::string> done;
+  {
+    const auto records = io::read_jsonl_file(opts.answers_path);
+    for (size_t i = 0; i < records.size(); ++i) {
+      const std::string id = key_of(records[i], i + 1);
+      if (!item_ids.count(id) && !known.count(id)) {
+        throw InputError(opts.answers_path, fmt::format("line {}: '{}' is not a question of this run; the file "
+                                                        "belongs to another benchmark or selection", i + 1, id));
+      }
+      done.insert(id);
+    }
+  }
+  int64_t already = 0;
+  for (const auto& it : items) already += done.count(it.id);
+
+  infer::SamplingConfig cfg;
+  cfg.max_new_tokens = opts.max_new_tokens;
+  cfg.temperature = 0.0;
+  cfg.stop_on_eos = true;
+
+  const auto start = std::chrono::steady_clock::now();
+  int64_t written_total = 0;
+  const size_t B = static_cast<size_t>(opts.batch_size);
+  for (size_t b0 = 0; b0 < items.size(); b0 += B) {
+    const size_t b1 = std::min(items.size(), b0 + B);
+    bool complete = true;
+    for (size_t i = b0; i < b1 && complete; ++i) complete = done.count(items[i].id) > 0;
+    if (complete) continue;
+    // The whole fixed batch runs again even if part of it was answered, so padding and batched
+    // arithmetic match the uninterrupted run exactly.
+    std::map<std::string, size_t> image_index;
+    std::vector<models::PreparedImage> prepared;
+    for (size_t i = b0; i < b1; ++i) {
+      const auto& path = items[i].image_path;
+      if (path.empty() || image_index.count(path)) continue;
+      image_index[path] = prepared.size();
+      prepared.push_back(model.prepare_image(image::decode_image_file(path)));
+    }
+    torch::Tensor features;
+    if (!prepared.empty()) {
+      torch::NoGradGuard no_grad;
+      features = model.encode_images(prepared);
+    }
+    std::vector<infer::GenerationRequest> requests;
+    for (size_t i = b0; i < b1; ++i) {
+      const auto& it = items[i];
+      infer::GenerationRequest req;
+      if (it.image_path.empty()) {
+        req.prompt_ids = model.tokenize_prompt(it.prompt, {});
+      } else {
+        const auto k = static_cast<int64_t>(image_index.at(it.image_path));
+        req.prompt_ids = model.tokenize_prompt(it.prompt, {prepared[static_cast<size_t>(k)]});
+        req.image_features = features.slice(0, k, k + 1);
+      }
+      requests.push_back(std::move(req));
+    }
+    const auto generated = infer::generate(model, requests, cfg);
+    for (size_t i = b0; i < b1; ++i) {
+      if (done.count(items[i].id)) continue;
+      // LLaVA: batch_decode(skip_special_tokens=True)[0].strip()
+      const std::string answer =
+          text::python_rstrip(text::python_lstrip(model.decode(generated[i - b0].token_ids)));
+      appender.write(make_record(i, answer));
+      done.insert(items[i].id);
+      ++written_total;
+    }
+    if (opts.progress) {
+      const int64_t now_done = already + written_total;
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double rate = elapsed > 0 ? written_total / elapsed : 0.0;
+      const double eta = rate > 0 ? (static_cast<double>(items.size()) - now_done) / rate : NAN;
+      std::cerr << fmt::format("[{}] {}/{} ({:.1f}%), {:.2f} q/s, ETA {}\n", opts.progress_label, now_done,
+                               items.size(), items.empty() ? 100.0 : 100.0 * now_done / items.size(), rate,
+                               format_duration(eta));
+    }
+  }
+  appender.close();
+  return written_total;
+}
+
+}  // namespace p2dpo::eval
