@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -26,6 +27,7 @@
 #include "pairs/responses.h"
 #include "pairs/views.h"
 #include "train/metrics.h"
+#include "train/multiview.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -309,20 +311,47 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   cac.beta = cfg.robust.beta;
   const auto winners = infer::generate_multi_context(model, ca_ctx, contrastive_combiner(cac), ca_cfg);
 
+  // Reference log-prob sums for training (method.md §7.2), by the same frozen model: the six
+  // sequences of every sample of the batch in one multi-view call (each (prompt, images) prefix is
+  // computed once; the views are encoded once per sample), scored as the trainer scores them.
+  constexpr int kRefs = 6;  // y_w|I, y_l|I, y_l|(I + I_crop), y_l|I_deg, robust y_w|I_noise, robust y_l|I_noise
+  std::vector<std::array<GeneratedText, 4>> texts;  // focus chosen, focus rejected, robust chosen, robust rejected
+  std::vector<train::ScoredSequence> ref_seqs;
+  std::vector<torch::Tensor> ref_features;
+  for (size_t i = 0; i < work.size(); ++i) {
+    const SampleWork& w = work[i];
+    texts.push_back({to_text(model, focus[2 * i]), to_text(model, focus[2 * i + 1]), to_text(model, winners[i]),
+                     to_text(model, losers[i])});
+    const std::vector<models::PreparedImage> views = {w.p_orig, w.p_crop, w.p_deg, w.p_noise};
+    const int64_t base = static_cast<int64_t>(4 * i);
+    ref_features.push_back(model.encode_images(views));
+    auto add = [&](const std::string& prompt, const std::string& y, std::vector<int64_t> view_ids) {
+      std::vector<models::PreparedImage> imgs;
+      for (int64_t v : view_ids) imgs.push_back(views[static_cast<size_t>(v)]);
+      const ResponseTokens t = response_tokens(model, prompt, y, imgs);
+      for (auto& v : view_ids) v += base;
+      ref_seqs.push_back({t.prompt_ids, std::move(view_ids), t.answer_ids});
+    };
+    const auto& tx = texts.back();
+    add(w.P, tx[0].text, {0});
+    add(w.P, tx[1].text, {0});
+    add(w.P_two, tx[1].text, {0, 1});
+    add(w.P, tx[1].text, {2});
+    add(w.P, tx[2].text, {3});
+    add(w.P, tx[3].text, {3});
+  }
+  const torch::Tensor ref_sums =
+      train::answer_logprob_sums(model, ref_seqs, torch::cat(ref_features)).to(torch::kCPU, torch::kFloat64).contiguous();
+  const double* ref_values = ref_sums.data_ptr<double>();
+
   std::vector<json> records;
   for (size_t i = 0; i < work.size(); ++i) {
     const SampleWork& w = work[i];
     const PromptSample& s = *w.sample;
-    const GeneratedText fw = to_text(model, focus[2 * i]), fl = to_text(model, focus[2 * i + 1]);
-    const GeneratedText rw = to_text(model, winners[i]), rl = to_text(model, losers[i]);
-
-    // Reference log-prob sums for training (method.md §7.2), by the same frozen model.
-    auto ref = [&](const std::vector<models::PreparedImage>& imgs, const std::string& prompt, const std::string& y) {
-      return response_logprob_sum(model, imgs, prompt, y);
-    };
-    const double ref_fw_I = ref({w.p_orig}, w.P, fw.text), ref_fl_I = ref({w.p_orig}, w.P, fl.text);
-    const double ref_fl_aug = ref({w.p_orig, w.p_crop}, w.P_two, fl.text), ref_fl_deg = ref({w.p_deg}, w.P, fl.text);
-    const double ref_rw_noise = ref({w.p_noise}, w.P, rw.text), ref_rl_noise = ref({w.p_noise}, w.P, rl.text);
+    const GeneratedText &fw = texts[i][0], &fl = texts[i][1], &rw = texts[i][2], &rl = texts[i][3];
+    const double* r = ref_values + kRefs * i;
+    const double ref_fw_I = r[0], ref_fl_I = r[1], ref_fl_aug = r[2], ref_fl_deg = r[3];
+    const double ref_rw_noise = r[4], ref_rl_noise = r[5];
 
     json rec;
     rec["index"] = s.index;

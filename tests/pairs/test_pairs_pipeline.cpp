@@ -13,11 +13,13 @@
 #include <thread>
 
 #include "cli_run.h"
+#include "image/decode.h"
 #include "io/atomic_file.h"
 #include "io/json_io.h"
 #include "models/load.h"
 #include "pairs/config.h"
 #include "pairs/pipeline.h"
+#include "pairs/responses.h"
 #include "test_paths.h"
 #include "test_util.h"
 
@@ -152,6 +154,14 @@ TEST(PairsPipeline, RecordsStatsAndResume) {
     EXPECT_LT(r["reference"]["robust_rejected"].get<double>(), 0.0);
     EXPECT_EQ(r["prompts"]["enhanced"].get<std::string>().find("USER: <image><image>\nAnswer the question mainly"), 0u);
     EXPECT_EQ(r["weights"]["w_focus"].get<double>(), 0.5);  // no CLIP model: DDW off
+  }
+  // The batched reference scoring (one multi-view call per batch) equals scoring each sequence alone.
+  {
+    const auto& r = recs[1];
+    const auto img = model->prepare_image(image::decode_image_file(test::data_path("pairs/" + r["image"].get<std::string>())));
+    const std::string P = r["prompts"]["P"];
+    EXPECT_NEAR(r["reference"]["focus_chosen"].get<double>(), response_logprob_sum(*model, {img}, P, r["focus"]["chosen"]), 1e-3);
+    EXPECT_NEAR(r["reference"]["focus_rejected"].get<double>(), response_logprob_sum(*model, {img}, P, r["focus"]["rejected"]), 1e-3);
   }
   EXPECT_TRUE(fs::exists(full + "/" + recs[0]["heatmap"].get<std::string>()));
   EXPECT_FALSE(recs[2].contains("heatmap"));
