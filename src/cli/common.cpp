@@ -73,4 +73,20 @@ std::vector<int64_t> parse_id_list(const std::string& s, const std::string& flag
   return ids;
 }
 
+std::string unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) {
+      const char c = s[i + 1];
+      if (c == 'n' || c == 't' || c == '\\') {
+        out += c == 'n' ? '\n' : (c == 't' ? '\t' : '\\');
+        ++i;
+        continue;
+      }
+    }
+    out += s[i];
+  }
+  return out;
+}
+
 }  // namespace p2dpo::cli

@@ -29,4 +29,8 @@ void print_result(const nlohmann::json& j, bool as_json);
 
 std::vector<int64_t> parse_id_list(const std::string& s, const std::string& flag);
 
+// Templates typed in a shell, where a real newline is awkward: \n, \t and \\ are read as escapes,
+// any other backslash stays as it is.
+std::string unescape(const std::string& s);
+
 }  // namespace p2dpo::cli

@@ -20,23 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Templates typed in a shell: \n, \t and \\ are read as escapes, any other backslash stays.
-std::string unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 1 < s.size()) {
-      const char c = s[i + 1];
-      if (c == 'n' || c == 't' || c == '\\') {
-        out += c == 'n' ? '\n' : (c == 't' ? '\t' : '\\');
-        ++i;
-        continue;
-      }
-    }
-    out += s[i];
-  }
-  return out;
-}
-
 // The flags both benchmarks share.
 struct RunFlags {
   ModelFlags model;

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "eval/bench_runner.h"
 #include "eval/ips.h"
 #include "eval/pope.h"
 #include "eval/pope_runner.h"
@@ -19,30 +20,6 @@ namespace p2dpo::cli {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Flags carry templates typed in a shell, where a real newline is awkward: \n, \t and \\ are
-// read as escapes, any other backslash stays as it is.
-std::string unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 1 < s.size()) {
-      const char c = s[i + 1];
-      if (c == 'n' || c == 't' || c == '\\') {
-        out += c == 'n' ? '\n' : (c == 't' ? '\t' : '\\');
-        ++i;
-        continue;
-      }
-    }
-    out += s[i];
-  }
-  return out;
-}
-
-std::string model_name(const std::string& dir) {
-  fs::path p = fs::path(dir).lexically_normal();
-  if (p.filename().empty()) p = p.parent_path();
-  return p.filename().string();
-}
 
 void print_outcome(const nlohmann::json& doc, const std::vector<eval::PopeScore>& scores,
                    const std::vector<std::string>& warnings, bool as_json) {
@@ -157,7 +134,7 @@ void register_eval_pope(CLI::App& eval) {
     run.conv_mode = o->conv_mode;
     run.prompt_template = unescape(o->prompt_template);
     run.answer_suffix = o->no_answer_suffix ? "" : unescape(o->answer_suffix);
-    run.model_id = model_name(o->model.model_dir);
+    run.model_id = eval::model_id_from_dir(o->model.model_dir);
     run.model_settings = {{"dtype", o->model.dtype}, {"pad_to_square", o->model.pad_to_square},
                           {"adapter", o->model.adapter_dir}};
     run.progress = !o->quiet;

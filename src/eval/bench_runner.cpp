@@ -14,6 +14,7 @@
 #include "infer/generate.h"
 #include "io/errors.h"
 #include "io/json_io.h"
+#include "train/metrics.h"
 #include "text/prompt.h"
 #include "text/utf8.h"
 
@@ -36,16 +37,10 @@ int count_occurrences(const std::string& s, const std::string& needle) {
   return n;
 }
 
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
-  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
-  return fmt::format("{}s", s);
-}
+}  // namespace
 
-// Resuming under another protocol would mix two experiments in one file.
-void check_or_write_run_record(const std::string& answers_path, const nlohmann::json& protocol) {
+void check_or_write_run_record(const std::string& answers_path, const nlohmann::json& protocol,
+                               const nlohmann::json& extra) {
   const std::string record_path = answers_path + ".run.json";
   if (fs::exists(record_path)) {
     const nlohmann::json old = io::read_json_file(record_path);
@@ -65,10 +60,10 @@ void check_or_write_run_record(const std::string& answers_path, const nlohmann::
     throw InputError(answers_path, "exists without its run record " + record_path +
                                        "; cannot tell how it was made: use another --out or delete it");
   }
-  io::write_json_atomic(record_path, {{"protocol", protocol}});
+  nlohmann::json record = extra.is_object() ? extra : nlohmann::json::object();
+  record["protocol"] = protocol;
+  io::write_json_atomic(record_path, record);
 }
-
-}  // namespace
 
 std::string bench_conv_template(const std::string& conv_mode) {
   if (conv_mode == "llava_v1") return std::string(kLlavaSystem) + " USER: <image>\n{question} ASSISTANT:";
@@ -192,7 +187,7 @@ int64_t run_generation(models::VisionLanguageModel& model, const std::vector<Gen
       const double eta = rate > 0 ? (static_cast<double>(items.size()) - now_done) / rate : NAN;
       std::cerr << fmt::format("[{}] {}/{} ({:.1f}%), {:.2f} q/s, ETA {}\n", opts.progress_label, now_done,
                                items.size(), items.empty() ? 100.0 : 100.0 * now_done / items.size(), rate,
-                               format_duration(eta));
+                               train::ProgressLine::format_duration(eta));
     }
   }
   appender.close();

@@ -33,6 +33,13 @@ std::string bench_prompt(const std::string& prompt_template, const std::string& 
 // InputError(flag) unless the template holds exactly one "{question}" and one "<image>".
 void check_bench_template(const std::string& prompt_template, const std::string& flag);
 
+// Every resumable answers file has <answers>.run.json beside it holding {"protocol": ...} (plus
+// `extra` fields). An existing record must agree with `protocol` key by key, else InputError naming
+// the record and the key (resuming under another protocol would mix two experiments in one file);
+// answers without a record are refused; otherwise the record is written. Used by POPE too.
+void check_or_write_run_record(const std::string& answers_path, const nlohmann::json& protocol,
+                               const nlohmann::json& extra = nlohmann::json::object());
+
 struct GenerationItem {
   std::string id;          // unique within the run; the resume key
   std::string image_path;  // "" = text only

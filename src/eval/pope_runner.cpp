@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include "eval/bench_runner.h"
 #include "image/decode.h"
 #include "image/noise.h"
 #include "infer/generate.h"
@@ -18,6 +19,7 @@
 #include "io/json_io.h"
 #include "text/prompt.h"
 #include "text/utf8.h"
+#include "train/metrics.h"
 
 namespace p2dpo::eval {
 
@@ -25,30 +27,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kVicunaSystem =
-    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-    "detailed, and polite answers to the user's questions.";
-const char* kLlavaSystem =
-    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
-    "detailed, and polite answers to the human's questions.";
-
-int count_occurrences(const std::string& s, const std::string& needle) {
-  int n = 0;
-  for (size_t pos = s.find(needle); pos != std::string::npos; pos = s.find(needle, pos + needle.size())) ++n;
-  return n;
-}
-
 std::string level_name(NoiseMode mode, double sigma) {
   if (sigma == 0.0) return "clean";
   return fmt::format("{}-sigma{}", noise_mode_name(mode), sigma);
-}
-
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
-  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
-  return fmt::format("{}s", s);
 }
 
 // The protocol of one answers file: resuming under a different one would mix two experiments.
@@ -65,30 +46,6 @@ nlohmann::json run_protocol(const PopeRunOptions& opts, const std::string& promp
           {"seed", opts.seed}};
 }
 
-void check_or_write_run_record(const std::string& answers_path, const nlohmann::json& protocol,
-                               const std::string& question_file) {
-  const std::string record_path = answers_path + ".run.json";
-  if (fs::exists(record_path)) {
-    const nlohmann::json old = io::read_json_file(record_path);
-    const nlohmann::json old_protocol = old.contains("protocol") ? old["protocol"] : nlohmann::json();
-    for (auto it = protocol.begin(); it != protocol.end(); ++it) {
-      const nlohmann::json before = old_protocol.is_object() && old_protocol.contains(it.key())
-                                        ? old_protocol[it.key()] : nlohmann::json();
-      if (before != it.value()) {
-        throw InputError(record_path, fmt::format("the answers beside it were written with {} = {}, this run has {}; "
-                                                  "use another --out or delete {}",
-                                                  it.key(), before.dump(), it.value().dump(), answers_path));
-      }
-    }
-    return;
-  }
-  if (fs::exists(answers_path) && fs::file_size(answers_path) > 0) {
-    throw InputError(answers_path, "exists without its run record " + record_path +
-                                       "; cannot tell how it was made: use another --out or delete it");
-  }
-  io::write_json_atomic(record_path, {{"protocol", protocol}, {"question_file", question_file}});
-}
-
 class Progress {
  public:
   Progress(std::string label, int64_t total, int64_t already, bool enabled)
@@ -101,7 +58,7 @@ class Progress {
     const double rate = elapsed > 0 ? (done_ - start_done_) / elapsed : 0.0;
     const double eta = rate > 0 ? (total_ - done_) / rate : NAN;
     std::cerr << fmt::format("[pope] {}: {}/{} ({:.1f}%), {:.2f} q/s, ETA {}\n", label_, done_, total_,
-                             total_ ? 100.0 * done_ / total_ : 100.0, rate, format_duration(eta));
+                             total_ ? 100.0 * done_ / total_ : 100.0, rate, train::ProgressLine::format_duration(eta));
   }
 
  private:
@@ -115,12 +72,7 @@ using SplitId = std::pair<std::string, int64_t>;
 
 }  // namespace
 
-std::string pope_conv_template(const std::string& conv_mode) {
-  if (conv_mode == "vicuna_v1") return std::string(kVicunaSystem) + " USER: <image>\n{question} ASSISTANT:";
-  if (conv_mode == "llava_v1") return std::string(kLlavaSystem) + " USER: <image>\n{question} ASSISTANT:";
-  if (conv_mode == "hf") return "USER: <image>\n{question} ASSISTANT:";
-  throw InputError("--conv-mode", "unknown mode '" + conv_mode + "' (vicuna_v1, llava_v1, hf)");
-}
+std::string pope_conv_template(const std::string& conv_mode) { return bench_conv_template(conv_mode); }
 
 std::string pope_question_text(const std::string& question_text, const std::string& answer_suffix) {
   const bool has_suffix = !answer_suffix.empty() && question_text.size() >= answer_suffix.size() &&
@@ -130,18 +82,11 @@ std::string pope_question_text(const std::string& question_text, const std::stri
 }
 
 std::string pope_fill_template(const std::string& prompt_template, const std::string& question) {
-  const size_t pos = prompt_template.find("{question}");
-  if (pos == std::string::npos) return prompt_template;
-  return prompt_template.substr(0, pos) + question + prompt_template.substr(pos + 10);
+  return bench_prompt(prompt_template, question, /*with_image=*/true);
 }
 
 void check_pope_template(const std::string& prompt_template, const std::string& flag) {
-  const int q = count_occurrences(prompt_template, "{question}");
-  const int img = text::count_image_markers(prompt_template, "<image>");
-  if (q != 1 || img != 1) {
-    throw InputError(flag, fmt::format("the template needs exactly one {{question}} and one <image>, found {} and {}: \"{}\"",
-                                       q, img, prompt_template));
-  }
+  check_bench_template(prompt_template, flag);
 }
 
 NoiseMode parse_noise_mode(const std::string& s, const std::string& flag) {
@@ -252,7 +197,7 @@ PopeRunResult run_pope(models::VisionLanguageModel& model, const PopeRunOptions&
     scored_questions.insert(scored_questions.end(), questions.begin(), questions.end());
     for (double sigma : sigmas) {
       const std::string path = pope_answers_path(opts, question_file, sigma);
-      check_or_write_run_record(path, run_protocol(opts, prompt_template, sigma), question_file);
+      check_or_write_run_record(path, run_protocol(opts, prompt_template, sigma), {{"question_file", question_file}});
       io::JsonlAppender appender(path);  // cuts a torn last line
       std::set<SplitId> done;
       for (const auto& a : read_pope_answers(path)) {

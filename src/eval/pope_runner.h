@@ -25,7 +25,8 @@ inline constexpr const char* kPopeAnswerSuffix = "\nAnswer the question using a 
 
 // Conversation templates with one "{question}" and one "<image>" (§1.1):
 //   vicuna_v1 (default; LLaVA's pope.sh), llava_v1 (P2-DPO's scripts), hf ("USER: <image>\n{question}
-//   ASSISTANT:", the llava-hf model cards' prompt). Unknown mode -> InputError("--conv-mode").
+//   ASSISTANT:", the llava-hf model cards' prompt), and vlmevalkit: the benchmark runners' table
+//   (eval/bench_runner.h bench_conv_template). Unknown mode -> InputError("--conv-mode").
 std::string pope_conv_template(const std::string& conv_mode);
 
 // template with {question} replaced by question_text + suffix (the suffix is not appended twice
