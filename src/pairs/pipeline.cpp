@@ -255,12 +255,15 @@ SampleWork prepare_sample(models::VisionLanguageModel& model, const PromptSample
   return w;
 }
 
+// A generation request on some of a sample's views, given as rows of its encoded views
+// [n_views, T, hidden] (each view is encoded once per sample, for every request and the
+// reference scoring).
 infer::GenerationRequest request(models::VisionLanguageModel& model, const std::string& prompt,
-                                 const std::vector<models::PreparedImage>& imgs) {
+                                 const std::vector<models::PreparedImage>& imgs, const torch::Tensor& view_features,
+                                 const std::vector<int64_t>& rows) {
   infer::GenerationRequest r;
   r.prompt_ids = model.tokenize_prompt(prompt, imgs);
-  torch::NoGradGuard no_grad;
-  r.image_features = model.encode_images(imgs);
+  r.image_features = view_features.index_select(0, torch::tensor(rows, torch::kInt64).to(view_features.device()));
   return r;
 }
 
@@ -270,13 +273,17 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   std::vector<SampleWork> work;
   for (const auto* s : batch) work.push_back(prepare_sample(model, *s, cfg, opt.images_dir));
   torch::NoGradGuard no_grad;
+  // Each sample's four views, encoded once: rows 0 I, 1 I_crop, 2 I_deg, 3 I_noise.
+  std::vector<torch::Tensor> view_features;
+  for (const auto& w : work) view_features.push_back(model.encode_images({w.p_orig, w.p_crop, w.p_deg, w.p_noise}));
 
   // Focus pairs: greedy on (I, I_crop) with P_enh and on I_deg with P, every sample in one batch.
   std::vector<infer::GenerationRequest> focus_req;
-  for (const auto& w : work) {
-    focus_req.push_back(request(model, w.P_enh, {w.p_orig, w.p_crop}));
+  for (size_t i = 0; i < work.size(); ++i) {
+    const SampleWork& w = work[i];
+    focus_req.push_back(request(model, w.P_enh, {w.p_orig, w.p_crop}, view_features[i], {0, 1}));
     focus_req.back().seed = view_seed(cfg.seed, w.sample->id, "focus_chosen");
-    focus_req.push_back(request(model, w.P, {w.p_deg}));
+    focus_req.push_back(request(model, w.P, {w.p_deg}, view_features[i], {2}));
     focus_req.back().seed = view_seed(cfg.seed, w.sample->id, "focus_rejected");
   }
   infer::SamplingConfig focus_cfg;  // greedy unless focus.temperature > 0
@@ -289,13 +296,14 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   // amplification, expert (I) and amateur (I_noise) stepped together in one batched forward.
   std::vector<infer::GenerationRequest> loser_req;
   std::vector<std::vector<infer::GenerationRequest>> ca_ctx;
-  for (const auto& w : work) {
-    auto l = request(model, w.P_loser, {w.p_noise});
+  for (size_t i = 0; i < work.size(); ++i) {
+    const SampleWork& w = work[i];
+    auto l = request(model, w.P_loser, {w.p_noise}, view_features[i], {3});
     l.seed = w.loser_seed;
     loser_req.push_back(std::move(l));
-    auto expert = request(model, w.P_rob, {w.p_orig});
+    auto expert = request(model, w.P_rob, {w.p_orig}, view_features[i], {0});
     expert.seed = w.chosen_seed;
-    ca_ctx.push_back({std::move(expert), request(model, w.P_rob, {w.p_noise})});
+    ca_ctx.push_back({std::move(expert), request(model, w.P_rob, {w.p_noise}, view_features[i], {3})});
   }
   infer::SamplingConfig loser_cfg;
   loser_cfg.temperature = cfg.robust.loser_temperature;
@@ -324,7 +332,7 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
                      to_text(model, losers[i])});
     const std::vector<models::PreparedImage> views = {w.p_orig, w.p_crop, w.p_deg, w.p_noise};
     const int64_t base = static_cast<int64_t>(4 * i);
-    ref_features.push_back(model.encode_images(views));
+    ref_features.push_back(view_features[i]);
     auto add = [&](const std::string& prompt, const std::string& y, std::vector<int64_t> view_ids) {
       std::vector<models::PreparedImage> imgs;
       for (int64_t v : view_ids) imgs.push_back(views[static_cast<size_t>(v)]);
