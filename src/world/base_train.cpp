@@ -24,7 +24,7 @@ std::vector<BaseStage> BaseTrainOptions::default_stages() {
       {"text", "lm", "all", 0, 300, 1e-3, 32, 16},
       {"projector", "projector", "descriptions", 0, 300, 1e-3, 32, 16},
       {"curriculum", "projector+lm", "all", 2, 600, 5e-4, 32, 16},
-      {"full", "projector+lm+vision", "all", 0, 3000, 3e-4, 32, 16},
+      {"full", "projector+lm", "all", 0, 3000, 3e-4, 32, 16},
   };
 }
 
@@ -35,13 +35,7 @@ std::function<bool(const std::string&)> trainable_of(const BaseStage& s) {
   if (s.trainable == "projector") return train::name_prefix_predicate({"multi_modal_projector."});
   if (s.trainable == "projector+lm")
     return train::name_prefix_predicate({"multi_modal_projector.", "language_model."});
-  // The CLIP's contrastive loss is mostly satisfied by colours (few batch captions differ only in
-  // a shape), so the frozen tower tells shapes apart poorly; this lets the answers' loss train it
-  // too. Layers above the feature layer get no gradient and stay put.
-  if (s.trainable == "projector+lm+vision")
-    return train::name_prefix_predicate({"multi_modal_projector.", "language_model.", "vision_tower."});
-  throw InputError("stages." + s.name + ".trainable",
-                   "must be lm, projector, projector+lm or projector+lm+vision, got '" + s.trainable + "'");
+  throw InputError("stages." + s.name + ".trainable", "must be lm, projector or projector+lm, got '" + s.trainable + "'");
 }
 
 std::string strip_image_marker(std::string text) {

@@ -21,7 +21,7 @@ namespace p2dpo::world {
 
 struct BaseStage {
   std::string name;
-  std::string trainable;      // "lm" | "projector" | "projector+lm" | "projector+lm+vision"
+  std::string trainable;      // "lm" | "projector" | "projector+lm"
   std::string data;           // "text" | "descriptions" | "all"
   int max_objects = 0;        // > 0: only scenes with at most this many objects
   int64_t steps = 0;          // optimizer steps; 0 skips the stage

@@ -8,7 +8,7 @@
 namespace p2dpo::world {
 
 // Bumped whenever the same options and seed would produce different bytes.
-inline constexpr const char* kGeneratorVersion = "p2dpo-world-2";
+inline constexpr const char* kGeneratorVersion = "p2dpo-world-1";
 
 struct WorldOptions {
   std::string out_dir;

@@ -63,7 +63,7 @@ TEST(WorldRandom, UniformCoversItsRangeAndWeightsOfZeroAreNeverDrawn) {
   EXPECT_NE(Rng(7).next(), c.next());
 }
 
-TEST(WorldVocabulary, PartnersAreSymmetricLookAlikes) {
+TEST(WorldVocabulary, PartnersAreSymmetricAndDifferInShapeAndColor) {
   const Vocabulary v = default_vocab();
   ASSERT_EQ(v.num_classes(), 16);
   for (int c = 0; c < v.num_classes(); ++c) {
@@ -71,9 +71,8 @@ TEST(WorldVocabulary, PartnersAreSymmetricLookAlikes) {
     ASSERT_GE(p, 0) << v.class_name(c);
     EXPECT_EQ(v.partner[p], c);
     EXPECT_NE(v.shape_of(p), v.shape_of(c));
-    EXPECT_EQ(v.color_of(p), v.color_of(c)) << v.class_name(c) << " / " << v.class_name(p);
+    EXPECT_NE(v.color_of(p), v.color_of(c));
   }
-  EXPECT_EQ(v.class_name(v.partner[v.class_index("red circle")]), "red star");  // the most popular pair
   // Popularity: a permutation, strictly decreasing weights, the top 4 span every shape and colour.
   std::set<int> ranks(v.popularity_rank.begin(), v.popularity_rank.end());
   EXPECT_EQ(ranks.size(), 16u);
@@ -97,15 +96,12 @@ TEST(WorldVocabulary, GrowsToTheWholeCatalog) {
   EXPECT_EQ(v.num_classes(), 70);
   std::set<int> ranks(v.popularity_rank.begin(), v.popularity_rank.end());
   EXPECT_EQ(ranks.size(), 70u);
-  int paired = 0, same_color = 0;
+  int paired = 0;
   for (int c = 0; c < v.num_classes(); ++c)
     if (v.partner[c] >= 0) {
       ++paired;
-      same_color += v.color_of(v.partner[c]) == v.color_of(c);
       EXPECT_EQ(v.partner[v.partner[c]], c);
-      EXPECT_NE(v.shape_of(v.partner[c]), v.shape_of(c));
     }
-  EXPECT_GT(same_color, paired / 2);  // look-alikes first; the rest pair across colours
   // Greedy pairing can strand a few classes at the end of the ranking (they get no partner).
   EXPECT_GE(paired, 64);
 }
@@ -354,9 +350,8 @@ TEST(WorldScene, TrainingScenesCarryTheLanguagePriors) {
   EXPECT_GT(rate, 0.75);
   EXPECT_LT(rate, 0.9);
   EXPECT_LT(eval_rate, 0.45);  // eval scenes have no co-occurrence rule: absent partners are common
-  // Frequency imbalance: the most popular class is at least twice as frequent as the least (the
-  // look-alike partners pair ranks far apart, e.g. 0 with 7 and 8 with 15, which flattens it).
-  EXPECT_GT(count[v.by_popularity[0]], 2 * count[v.by_popularity[15]]);
+  // Frequency imbalance: the most popular class is several times as frequent as the least.
+  EXPECT_GT(count[v.by_popularity[0]], 3 * count[v.by_popularity[15]]);
   EXPECT_GT(count[v.by_popularity[0]] + count[v.by_popularity[1]], count[v.by_popularity[6]] + count[v.by_popularity[7]]);
 }
 
