@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <random>
@@ -37,8 +38,9 @@ struct TextInfo {
 };
 
 struct Pair {
-  int64_t image = 0;  // index into Data::images
-  int64_t text = 0;   // index into Data::texts
+  int64_t image = 0;      // index into Data::images
+  int64_t text = 0;       // index into Data::texts
+  int64_t negative = -1;  // a hard-negative text (index into Data::texts), or -1
 };
 
 struct Data {
@@ -47,7 +49,7 @@ struct Data {
   std::vector<TextInfo> texts;
   std::vector<Pair> pairs;
   std::vector<std::string> bpe_texts;  // every text plus corpus.txt, for the BPE vocabulary
-  int64_t num_captions = 0, num_questions = 0, num_crops = 0;
+  int64_t num_captions = 0, num_questions = 0, num_crops = 0, num_negatives = 0;
 
   bool true_of(const TextInfo& t, int64_t image) const {
     const auto& c = contents[static_cast<size_t>(image)];
@@ -172,6 +174,65 @@ image::ImageU8 crop_image(const image::ImageU8& img, int x0, int y0, int side) {
   return out;
 }
 
+// "large red star" -> {"large red", "star"}: the world's object names end with the shape.
+std::pair<std::string, std::string> split_shape(const std::string& name) {
+  const auto space = name.rfind(' ');
+  if (space == std::string::npos) return {"", name};
+  return {name.substr(0, space), name.substr(space + 1)};
+}
+
+// Gives every pair whose text names an object of its image a hard negative (NegCLIP): the text
+// with that object's shape swapped for another shape, colour and size kept, such that the new object
+// is absent from the image. Which object and which shape come from a hash of the seed and the pair
+// index, so the data is the same on every run. The negative is a text like the others: true of the
+// batch images that do hold the swapped object (or, for a whole-scene caption, whose content is the
+// swapped content), false of its own image.
+void add_hard_negatives(Data& d, uint64_t seed, const std::function<int64_t(const std::string&, const std::string&,
+                                                                          const std::vector<std::string>&)>& text_id) {
+  std::vector<std::string> shapes;
+  for (const auto& content : d.contents) {
+    for (const auto& name : content) shapes.push_back(split_shape(name).second);
+  }
+  std::sort(shapes.begin(), shapes.end());
+  shapes.erase(std::unique(shapes.begin(), shapes.end()), shapes.end());
+  if (shapes.size() < 2) return;
+  for (size_t p = 0; p < d.pairs.size(); ++p) {
+    Pair& pair = d.pairs[p];
+    const TextInfo text = d.texts[static_cast<size_t>(pair.text)];  // a copy: text_id may grow d.texts
+    const auto& content = d.contents[static_cast<size_t>(pair.image)];
+    // The objects this text names: the one it is about, or every object of a whole-scene caption.
+    std::vector<std::string> named;
+    if (!text.contains.empty()) {
+      named.push_back(text.contains);
+    } else if (text.content == content) {
+      named = content;
+    }
+    if (named.empty()) continue;
+    uint64_t h = splitmix64(seed ^ splitmix64(0x4E6Aull + p));
+    const std::string target = named[h % named.size()];
+    if (text.text.find(target) == std::string::npos) continue;
+    const auto [prefix, shape] = split_shape(target);
+    std::vector<std::string> options;
+    for (const auto& other : shapes) {
+      const std::string swapped = prefix.empty() ? other : prefix + " " + other;
+      if (other != shape && !std::binary_search(content.begin(), content.end(), swapped)) options.push_back(swapped);
+    }
+    if (options.empty()) continue;
+    const std::string swapped = options[(h >> 32) % options.size()];
+    std::string negative = text.text;
+    negative.replace(negative.find(target), target.size(), swapped);
+    if (!text.contains.empty()) {
+      pair.negative = text_id(negative, swapped, {});
+    } else {
+      std::vector<std::string> swapped_content = content;
+      *std::find(swapped_content.begin(), swapped_content.end(), target) = swapped;
+      std::sort(swapped_content.begin(), swapped_content.end());
+      pair.negative = text_id(negative, "", swapped_content);
+    }
+    ++d.num_negatives;
+  }
+}
+
 // Reads captions.jsonl, decodes and preprocesses each distinct image once, and (with
 // opts.augment and a scenes.jsonl) adds per scene one existence question about a present object
 // and one object-centred crop paired with "a {name}".
@@ -264,6 +325,7 @@ Data load_data(const ClipTrainOptions& o, const image::ClipProcessorConfig& proc
                    static_cast<double>(i + 1) / std::max(s, 1e-9));
     }
   }
+  if (o.hard_negatives && !scene_objects.empty()) add_hard_negatives(d, o.seed, text_id);
   for (const auto& t : d.texts) d.bpe_texts.push_back(t.text);
   const fs::path corpus = fs::path(o.world_dir) / "text" / "corpus.txt";
   if (fs::exists(corpus)) {
@@ -284,7 +346,10 @@ struct Batch {
   torch::Tensor ids, mask;  // [B, L]
   // Soft targets, rows summing to 1: text r -> the batch images it is true of, and image c -> the
   // batch texts true of it.
-  torch::Tensor text_targets, image_targets;  // [B, B] each
+  torch::Tensor text_targets, image_targets;  // [B, B] and [B, B + K]
+  // K hard-negative texts follow the B texts in ids/mask; they only take part in the image->text
+  // loss (image_targets' last K columns), as extra texts each image must rank below its own.
+  int64_t num_negatives = 0;
 };
 
 Batch make_batch(const Data& d, const std::vector<int64_t>& idx, const image::ClipProcessorConfig& proc,
@@ -292,31 +357,41 @@ Batch make_batch(const Data& d, const std::vector<int64_t>& idx, const image::Cl
   const auto B = static_cast<int64_t>(idx.size());
   Batch b;
   b.pixels = torch::empty({B, 3, side, side}, torch::kFloat32);
-  size_t longest = 0;
+  // Texts: the batch's own, then its hard negatives.
+  std::vector<int64_t> text_of;
+  for (int64_t i : idx) text_of.push_back(d.pairs[static_cast<size_t>(i)].text);
   for (int64_t i : idx) {
-    longest = std::max(longest, d.texts[static_cast<size_t>(d.pairs[static_cast<size_t>(i)].text)].ids.size());
+    if (d.pairs[static_cast<size_t>(i)].negative >= 0) text_of.push_back(d.pairs[static_cast<size_t>(i)].negative);
   }
+  const auto T = static_cast<int64_t>(text_of.size());
+  b.num_negatives = T - B;
+  size_t longest = 0;
+  for (int64_t t : text_of) longest = std::max(longest, d.texts[static_cast<size_t>(t)].ids.size());
   const auto L = static_cast<int64_t>(longest);
-  b.ids = torch::full({B, L}, pad_id, torch::kLong);
-  b.mask = torch::zeros({B, L}, torch::kLong);
-  auto truth = torch::zeros({B, B}, torch::kFloat32);  // [text r, image c]
+  b.ids = torch::full({T, L}, pad_id, torch::kLong);
+  b.mask = torch::zeros({T, L}, torch::kLong);
+  auto truth = torch::zeros({T, B}, torch::kFloat32);  // [text r, image c]
   auto ids = b.ids.accessor<int64_t, 2>();
   auto mask = b.mask.accessor<int64_t, 2>();
   auto tgt = truth.accessor<float, 2>();
   for (int64_t r = 0; r < B; ++r) {
     const Pair& p = d.pairs[static_cast<size_t>(idx[static_cast<size_t>(r)])];
-    const TextInfo& text = d.texts[static_cast<size_t>(p.text)];
     image::normalize_to_chw(d.images[static_cast<size_t>(p.image)], proc, b.pixels[r].data_ptr<float>());
+  }
+  for (int64_t r = 0; r < T; ++r) {
+    const TextInfo& text = d.texts[static_cast<size_t>(text_of[static_cast<size_t>(r)])];
     for (size_t t = 0; t < text.ids.size(); ++t) {
       ids[r][static_cast<int64_t>(t)] = text.ids[t];
       mask[r][static_cast<int64_t>(t)] = 1;
     }
+    const int64_t own_image = r < B ? d.pairs[static_cast<size_t>(idx[static_cast<size_t>(r)])].image : -1;
     for (int64_t c = 0; c < B; ++c) {
       const Pair& q = d.pairs[static_cast<size_t>(idx[static_cast<size_t>(c)])];
-      if (c == r || q.image == p.image || d.true_of(text, q.image)) tgt[r][c] = 1.0f;
+      if (c == r || q.image == own_image || d.true_of(text, q.image)) tgt[r][c] = 1.0f;
     }
   }
-  b.text_targets = truth / truth.sum(1, true);
+  const auto own = truth.narrow(0, 0, B);
+  b.text_targets = own / own.sum(1, true);
   const auto t = truth.t();
   b.image_targets = t / t.sum(1, true);
   return b;
@@ -333,14 +408,16 @@ StepStats contrastive_step(const models::ClipModel& model, const Batch& b) {
   auto txt = model.text_features(b.ids, b.mask);
   img = img / img.pow(2).sum(-1, true).sqrt();
   txt = txt / txt.pow(2).sum(-1, true).sqrt();
-  auto logits_per_text = torch::matmul(txt, img.t()) * model.logit_scale_tensor().exp();
+  auto logits_all = torch::matmul(txt, img.t()) * model.logit_scale_tensor().exp();  // [B + K, B]
+  const int64_t B = logits_all.size(1);
+  auto logits_per_text = logits_all.narrow(0, 0, B);
   auto loss_t = -(b.text_targets * torch::log_softmax(logits_per_text, 1)).sum(1).mean();
-  auto loss_i = -(b.image_targets * torch::log_softmax(logits_per_text.t(), 1)).sum(1).mean();
+  auto loss_i = -(b.image_targets * torch::log_softmax(logits_all.t(), 1)).sum(1).mean();
   StepStats s;
   s.loss = (loss_t + loss_i) / 2.0;
   torch::NoGradGuard ng;
   const auto hit_t = b.text_targets.gather(1, logits_per_text.argmax(1).unsqueeze(1)) > 0;
-  const auto hit_i = b.image_targets.gather(1, logits_per_text.t().argmax(1).unsqueeze(1)) > 0;
+  const auto hit_i = b.image_targets.gather(1, logits_all.t().argmax(1).unsqueeze(1)) > 0;
   s.acc_t2i = hit_t.to(torch::kFloat64).mean().item<double>();
   s.acc_i2t = hit_i.to(torch::kFloat64).mean().item<double>();
   return s;
@@ -356,7 +433,8 @@ nlohmann::json options_json(const ClipTrainOptions& o) {
           {"vision_heads", o.vision_heads}, {"text_width", o.text_width},
           {"text_layers", o.text_layers},   {"text_heads", o.text_heads},
           {"text_positions", o.text_positions}, {"projection_dim", o.projection_dim},
-          {"bpe_merges", o.bpe_merges},     {"augment", o.augment}};
+          {"bpe_merges", o.bpe_merges},     {"augment", o.augment},
+          {"hard_negatives", o.hard_negatives}};
 }
 
 // Model + optimizer + step into out/checkpoint-last, replaced as a whole: written to a sibling
@@ -483,10 +561,12 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
     const std::string state_file = (resume_from / "state.json").string();
     start_step = io::get_required<int64_t>(state, "step", state_file, "");
     const auto saved = io::get_required<nlohmann::json>(state, "options", state_file, "");
-    for (const char* key : {"seed", "batch", "augment"}) {
-      if (saved.value(key, nlohmann::json()) != options_json(o)[key]) {
+    for (const char* key : {"seed", "batch", "augment", "hard_negatives"}) {
+      // Checkpoints from before hard negatives existed were trained without them.
+      const nlohmann::json absent = std::string(key) == "hard_negatives" ? nlohmann::json(false) : nlohmann::json();
+      if (saved.value(key, absent) != options_json(o)[key]) {
         throw InputError("--resume", std::string("the checkpoint was trained with a different ") + key + " (" +
-                                         saved.value(key, nlohmann::json()).dump() + ")");
+                                         saved.value(key, absent).dump() + ")");
       }
     }
     model = models::ClipModel::load(resume_from.string());
@@ -528,7 +608,7 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
                         {{"command", "p2dpo world train-clip"}, {"options", options_json(o)},
                          {"num_pairs", data.pairs.size()}, {"num_images", data.images.size()},
                          {"num_caption_pairs", data.num_captions}, {"num_question_pairs", data.num_questions},
-                         {"num_crop_pairs", data.num_crops},
+                         {"num_crop_pairs", data.num_crops}, {"num_hard_negatives", data.num_negatives},
                          {"torch_threads", torch::get_num_threads()}});
 
   ClipTrainResult result;
@@ -537,6 +617,7 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
   result.num_caption_pairs = data.num_captions;
   result.num_question_pairs = data.num_questions;
   result.num_crop_pairs = data.num_crops;
+  result.num_hard_negatives = data.num_negatives;
   Sampler sampler(result.num_pairs, o.batch, o.seed);
   const double max_log_scale = std::log(100.0);
   const auto t0 = std::chrono::steady_clock::now();

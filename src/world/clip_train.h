@@ -42,6 +42,13 @@ struct ClipTrainOptions {
   // "a {name}". Without them the CLIP never sees questions or zoomed views, yet CLIPScore is taken
   // between prompts and crops (dynamic deficit weighting).
   bool augment = true;
+  // With the world's scenes.jsonl: each pair also gets a fixed hard-negative text, its own text with
+  // one named object's shape swapped for another (colour and size kept, the new object absent from
+  // the image), as NegCLIP does. The image->text loss must prefer the true text over it. Without
+  // it the contrastive loss is mostly satisfied by colours (few batch texts differ only in a
+  // shape), and the tower that becomes the base model's eye tells shapes apart poorly. Off by
+  // default until a CLIP trained with it ships (the shipped one was trained without).
+  bool hard_negatives = false;
 };
 
 struct ClipTrainResult {
@@ -53,6 +60,7 @@ struct ClipTrainResult {
   int64_t num_pairs = 0;      // training pairs (captions + questions + crops)
   int64_t num_images = 0;     // distinct views (images + crops)
   int64_t num_caption_pairs = 0, num_question_pairs = 0, num_crop_pairs = 0;
+  int64_t num_hard_negatives = 0;  // pairs with a shape-swapped negative text (hard_negatives)
 };
 
 // The architecture `opts` asks for, with the tokenizer's vocabulary size and special ids.

@@ -327,6 +327,36 @@ TEST(WorldClipTrain, FewStepsLowerTheLossAndSaveAnHfCheckpoint) {
   EXPECT_NE(test::error_of([&] { clipscore_crop_sanity(sanity); }).find("no usable objects"), std::string::npos);
 }
 
+TEST(WorldClipTrain, HardNegativesSwapTheShapeOfNamedObjects) {
+  const std::string dir = test::scratch_dir("clip-train-hardneg");
+  const std::string world = make_tiny_world(dir + "/world", 2);
+  auto o = tiny_train_options(world, dir + "/out");
+  o.steps = 6;
+  o.hard_negatives = true;
+  const auto result = train_world_clip(o);
+  // Questions ("Is there a large red circle ...") and crops ("a large red circle") name the scene's
+  // object, so each gets "... large red square ..."; the captions ("A red circle.") do not spell the
+  // object's full name and get none.
+  EXPECT_EQ(result.num_question_pairs + result.num_crop_pairs, 32);
+  EXPECT_EQ(result.num_hard_negatives, 32);
+  EXPECT_TRUE(std::isfinite(result.last_loss));
+  const auto args = io::read_json_file(o.out_dir + "/train_args.json");
+  EXPECT_EQ(args["num_hard_negatives"], 32);
+  EXPECT_EQ(args["options"]["hard_negatives"], true);
+  // The tokenizer learnt from the negatives too: they are ordinary texts.
+  const auto tok = text::ClipTokenizer::load(o.out_dir);
+  for (const auto& t : tok.tokenize("Is there a large red square in the image?")) EXPECT_NE(t, "<|endoftext|>");
+
+  // A run without them cannot be resumed with them (a different loss).
+  auto plain = tiny_train_options(world, dir + "/plain");
+  plain.steps = 4;
+  plain.stop_after = 2;
+  train_world_clip(plain);
+  plain.resume = true;
+  plain.hard_negatives = true;
+  EXPECT_NE(test::error_of([&] { train_world_clip(plain); }).find("hard_negatives"), std::string::npos);
+}
+
 TEST(WorldClipTrain, ResumeContinuesBitIdentically) {
   const std::string dir = test::scratch_dir("clip-resume");
   const std::string world = make_tiny_world(dir + "/world", 2);
