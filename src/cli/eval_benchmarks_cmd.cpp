@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "cli/common.h"
+#include "cli/decode_flags.h"
 #include "eval/amber.h"
 #include "eval/bench_runner.h"
 #include "eval/hallusionbench.h"
@@ -27,6 +28,7 @@ struct RunFlags {
   int64_t limit = 0;
   int batch_size = 8, max_new_tokens = 128;
   bool json = false, quiet = false;
+  eval::DecodeOptions decode;
 
   void add(CLI::App* cmd, int default_max_new_tokens) {
     max_new_tokens = default_max_new_tokens;
@@ -42,6 +44,7 @@ struct RunFlags {
     cmd->add_option("--conv-mode", conv_mode, "llava_v1, vicuna_v1, hf, vlmevalkit")->capture_default_str();
     cmd->add_option("--prompt-template", prompt_template,
                     "full prompt with one {question} and one <image> (overrides --conv-mode; \\n = newline)");
+    add_decode_flags(cmd, decode);
     cmd->add_flag("--json", json, "print the results JSON instead of the table");
     cmd->add_flag("--quiet", quiet, "no progress lines");
   }
@@ -52,6 +55,7 @@ struct RunFlags {
     if (images.empty()) throw InputError("--images", "required with --model");
     if (prompt_template.empty()) eval::check_bench_template(eval::bench_conv_template(conv_mode), "--conv-mode");
     else eval::check_bench_template(unescape(prompt_template), "--prompt-template");
+    eval::check_decode_options(decode);
   }
 
   nlohmann::json model_settings() const {
@@ -126,6 +130,7 @@ void register_eval_hallusionbench(CLI::App& eval) {
     run.model_id = eval::model_id_from_dir(o->run.model.model_dir);
     run.model_settings = o->run.model_settings();
     run.score = score_opts;
+    run.decode = o->run.decode;
     run.progress = !o->run.quiet;
     // Read the benchmark and check the images before the model loads.
     eval::hb_select_rows(eval::read_hallusionbench(run.benchmark_path), run.protocol, run.limit, run.images_dir);
@@ -203,6 +208,7 @@ void register_eval_amber(CLI::App& eval) {
     run.model_id = eval::model_id_from_dir(o->run.model.model_dir);
     run.model_settings = o->run.model_settings();
     run.answer_rule = rule;
+    run.decode = o->run.decode;
     run.progress = !o->run.quiet;
     // Check the queries and images before the model loads.
     eval::amber_select_queries(data, run.queries_path.empty() ? (fs::path(run.data_dir) / "query" / "query_all.json").string()

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/decode_flags.h"
 #include "eval/bench_runner.h"
 #include "eval/ips.h"
 #include "eval/pope.h"
@@ -42,6 +43,7 @@ void register_eval_pope(CLI::App& eval) {
     int64_t limit = 0;
     int batch_size = 8, max_new_tokens = 128;
     uint64_t seed = 0;
+    eval::DecodeOptions decode;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = eval.add_subcommand(
@@ -83,6 +85,7 @@ void register_eval_pope(CLI::App& eval) {
   cmd->add_option("--answer-suffix", o->answer_suffix,
                   "appended to each question unless already there (\\n = newline)");
   cmd->add_flag("--no-answer-suffix", o->no_answer_suffix, "ask the bare question (P2-DPO's pope_llava_3.py)");
+  add_decode_flags(cmd, o->decode);
   cmd->add_flag("--json", o->json, "print the results JSON instead of the table");
   cmd->add_flag("--quiet", o->quiet, "no progress lines");
   answers->excludes(cmd->get_option("--model"));
@@ -137,8 +140,10 @@ void register_eval_pope(CLI::App& eval) {
     run.model_id = eval::model_id_from_dir(o->model.model_dir);
     run.model_settings = {{"dtype", o->model.dtype}, {"pad_to_square", o->model.pad_to_square},
                           {"adapter", o->model.adapter_dir}};
+    run.decode = o->decode;
     run.progress = !o->quiet;
     // Validate the cheap things before the model loads.
+    eval::check_decode_options(run.decode);
     if (run.prompt_template.empty()) {
       eval::check_pope_template(eval::pope_conv_template(run.conv_mode), "--conv-mode");
     } else {
@@ -201,13 +206,17 @@ void register_eval_ips(CLI::App& eval) {
 }  // namespace
 
 void register_eval_benchmarks(CLI::App& eval);  // src/cli/eval_benchmarks_cmd.cpp: hallusionbench, amber
+void register_eval_mmhal(CLI::App& eval);       // src/cli/eval_mmhal_cmd.cpp
+void register_eval_analysis(CLI::App& eval);    // src/cli/eval_analysis_cmd.cpp: chair, afr
 
 void register_eval(CLI::App& app) {
-  auto* eval = app.add_subcommand("eval", "Evaluate a model on a benchmark (pope, hallusionbench, amber) or a pair set (ips)");
+  auto* eval = app.add_subcommand("eval", "Evaluate a model on a benchmark (pope, hallusionbench, amber, mmhal), an analysis (chair, afr) or a pair set (ips)");
   eval->require_subcommand(1);
   register_eval_pope(*eval);
   register_eval_ips(*eval);
   register_eval_benchmarks(*eval);
+  register_eval_mmhal(*eval);
+  register_eval_analysis(*eval);
 }
 
 }  // namespace p2dpo::cli

@@ -718,13 +718,14 @@ AmberRunResult run_amber(models::VisionLanguageModel& model, const AmberRunOptio
                                    {"model_id", opts.model_id},
                                    {"model_settings", opts.model_settings},
                                    {"prompt_template", prompt_template},
-                                   {"decoding", "greedy"},
+                                   {"decoding", decode_protocol(opts.decode)},
                                    {"max_new_tokens", opts.max_new_tokens}};
   AmberRunResult result;
   result.answers_path = (fs::path(opts.out_dir) / "answers" / "amber.jsonl").string();
   GenerationRunOptions gen;
   gen.answers_path = result.answers_path;
   gen.protocol = protocol;
+  gen.decode = opts.decode;
   gen.batch_size = opts.batch_size;
   gen.max_new_tokens = opts.max_new_tokens;
   gen.progress_label = "amber";

@@ -34,6 +34,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eval/bench_runner.h"  // DecodeOptions
+
 namespace p2dpo::models {
 class VisionLanguageModel;
 }
@@ -187,6 +189,7 @@ struct AmberRunOptions {
   std::string model_id;
   nlohmann::json model_settings = nlohmann::json::object();
   AmberAnswerRule answer_rule = AmberAnswerRule::Prefix;
+  DecodeOptions decode;  // greedy (official) or VCD; recorded in the run record
   bool progress = true;
 };
 

@@ -14,6 +14,8 @@
 #include "infer/generate.h"
 #include "io/errors.h"
 #include "io/json_io.h"
+#include "pairs/contrastive.h"
+#include "pairs/views.h"
 #include "train/metrics.h"
 #include "text/prompt.h"
 #include "text/utf8.h"
@@ -38,6 +40,63 @@ int count_occurrences(const std::string& s, const std::string& needle) {
 }
 
 }  // namespace
+
+DecodeOptions::Mode parse_decode_mode(const std::string& s, const std::string& flag) {
+  if (s == "greedy") return DecodeOptions::Mode::Greedy;
+  if (s == "vcd") return DecodeOptions::Mode::Vcd;
+  throw InputError(flag, "unknown decoding '" + s + "' (greedy, vcd)");
+}
+
+const char* decode_mode_name(DecodeOptions::Mode m) { return m == DecodeOptions::Mode::Vcd ? "vcd" : "greedy"; }
+
+void check_decode_options(const DecodeOptions& d) {
+  if (!d.vcd()) return;
+  if (!std::isfinite(d.cd_alpha)) throw InputError("--cd-alpha", fmt::format("{} is not finite", d.cd_alpha));
+  if (!(d.cd_beta >= 0.0 && d.cd_beta <= 1.0))
+    throw InputError("--cd-beta", fmt::format("{} is outside [0, 1]", d.cd_beta));
+  if (d.noise_step < 0 || d.noise_step > 999)
+    throw InputError("--vcd-noise-step", fmt::format("{} is outside [0, 999]", d.noise_step));
+}
+
+nlohmann::json decode_protocol(const DecodeOptions& d) {
+  if (!d.vcd()) return "greedy";
+  return {{"mode", "vcd"},
+          {"cd_alpha", d.cd_alpha},
+          {"cd_beta", d.cd_beta},
+          {"noise_step", d.noise_step},
+          {"noise", "VCD diffusion noise on the normalized tensor, seed view_seed(seed, image, \"vcd\")"},
+          {"seed", d.seed},
+          {"token_choice", "argmax of the VCD scores (VCD samples at temperature 1)"}};
+}
+
+models::PreparedImage vcd_noisy_view(const models::PreparedImage& clean, const DecodeOptions& d,
+                                     const std::string& image_key) {
+  models::PreparedImage noisy = clean;
+  noisy.pixel_values = pairs::add_diffusion_noise(clean.pixel_values, d.noise_step,
+                                                  pairs::view_seed(d.seed, image_key, "vcd"));
+  return noisy;
+}
+
+std::vector<infer::GenerationResult> generate_decoded(models::VisionLanguageModel& model,
+                                                      const std::vector<infer::GenerationRequest>& expert,
+                                                      const std::vector<infer::GenerationRequest>& amateur,
+                                                      const DecodeOptions& d, int max_new_tokens) {
+  infer::SamplingConfig cfg;
+  cfg.max_new_tokens = max_new_tokens;
+  cfg.temperature = 0.0;
+  cfg.stop_on_eos = true;
+  if (!d.vcd()) return infer::generate(model, expert, cfg);
+  check_decode_options(d);
+  if (amateur.size() != expert.size())
+    throw std::invalid_argument("generate_decoded: VCD needs one amateur context per expert context");
+  std::vector<std::vector<infer::GenerationRequest>> contexts;
+  contexts.reserve(expert.size());
+  for (size_t i = 0; i < expert.size(); ++i) contexts.push_back({expert[i], amateur[i]});
+  pairs::ContrastiveConfig cc;
+  cc.lambda = d.cd_alpha;
+  cc.beta = d.cd_beta;
+  return infer::generate_multi_context(model, contexts, pairs::contrastive_combiner(cc), cfg);
+}
 
 void check_or_write_run_record(const std::string& answers_path, const nlohmann::json& protocol,
                                const nlohmann::json& extra) {
@@ -112,7 +171,10 @@ int64_t run_generation(models::VisionLanguageModel& model, const std::vector<Gen
   for (const auto& it : items) {
     if (!item_ids.insert(it.id).second) throw std::invalid_argument("run_generation: duplicate item id " + it.id);
   }
-  check_or_write_run_record(opts.answers_path, opts.protocol);
+  check_decode_options(opts.decode);
+  nlohmann::json protocol = opts.protocol.is_object() ? opts.protocol : nlohmann::json::object();
+  protocol["decoding"] = decode_protocol(opts.decode);
+  check_or_write_run_record(opts.answers_path, protocol);
   io::JsonlAppender appender(opts.answers_path);  // cuts a torn last line
   std::set<std::string> done;
   {
@@ -129,11 +191,7 @@ int64_t run_generation(models::VisionLanguageModel& model, const std::vector<Gen
   int64_t already = 0;
   for (const auto& it : items) already += done.count(it.id);
 
-  infer::SamplingConfig cfg;
-  cfg.max_new_tokens = opts.max_new_tokens;
-  cfg.temperature = 0.0;
-  cfg.stop_on_eos = true;
-
+  const bool vcd = opts.decode.vcd();
   const auto start = std::chrono::steady_clock::now();
   int64_t written_total = 0;
   const size_t B = static_cast<size_t>(opts.batch_size);
@@ -146,31 +204,45 @@ int64_t run_generation(models::VisionLanguageModel& model, const std::vector<Gen
     // arithmetic match the uninterrupted run exactly.
     std::map<std::string, size_t> image_index;
     std::vector<models::PreparedImage> prepared;
+    std::vector<std::string> image_keys;
     for (size_t i = b0; i < b1; ++i) {
       const auto& path = items[i].image_path;
       if (path.empty() || image_index.count(path)) continue;
       image_index[path] = prepared.size();
       prepared.push_back(model.prepare_image(image::decode_image_file(path)));
+      image_keys.push_back(items[i].image_key.empty() ? fs::path(path).filename().string() : items[i].image_key);
+    }
+    // VCD: each image's noisy view is encoded in the same call, rows M + k.
+    const int64_t M = static_cast<int64_t>(prepared.size());
+    std::vector<models::PreparedImage> to_encode = prepared;
+    if (vcd) {
+      for (size_t k = 0; k < prepared.size(); ++k) to_encode.push_back(vcd_noisy_view(prepared[k], opts.decode, image_keys[k]));
     }
     torch::Tensor features;
-    if (!prepared.empty()) {
+    if (!to_encode.empty()) {
       torch::NoGradGuard no_grad;
-      features = model.encode_images(prepared);
+      features = model.encode_images(to_encode);
     }
-    std::vector<infer::GenerationRequest> requests;
+    std::vector<infer::GenerationRequest> requests, amateurs;
     for (size_t i = b0; i < b1; ++i) {
       const auto& it = items[i];
       infer::GenerationRequest req;
       if (it.image_path.empty()) {
         req.prompt_ids = model.tokenize_prompt(it.prompt, {});
+        if (vcd) amateurs.push_back(req);  // nothing to contrast: the expert's own context
       } else {
         const auto k = static_cast<int64_t>(image_index.at(it.image_path));
         req.prompt_ids = model.tokenize_prompt(it.prompt, {prepared[static_cast<size_t>(k)]});
         req.image_features = features.slice(0, k, k + 1);
+        if (vcd) {
+          infer::GenerationRequest am = req;
+          am.image_features = features.slice(0, M + k, M + k + 1);
+          amateurs.push_back(std::move(am));
+        }
       }
       requests.push_back(std::move(req));
     }
-    const auto generated = infer::generate(model, requests, cfg);
+    const auto generated = generate_decoded(model, requests, amateurs, opts.decode, opts.max_new_tokens);
     for (size_t i = b0; i < b1; ++i) {
       if (done.count(items[i].id)) continue;
       // LLaVA: batch_decode(skip_special_tokens=True)[0].strip()

@@ -1,5 +1,5 @@
 #pragma once
-// A resumable greedy-generation loop shared by the benchmark runners (HallusionBench, AMBER): one
+// A resumable generation loop shared by the benchmark runners (HallusionBench, AMBER, MMHal): one
 // prompt per item, with or without an image, answers appended to a JSONL file and flushed per item.
 //
 // Resume contract (the same as the POPE runner's): items are cut into fixed batches of the full
@@ -14,9 +14,49 @@
 
 #include <nlohmann/json.hpp>
 
+#include "infer/generate.h"
 #include "models/vlm.h"
 
 namespace p2dpo::eval {
+
+// How the generative evaluators decode (`--decode`). Greedy is the official protocol (spec §1.3).
+// VCD (Leng et al., DAMO-NLP-SG/VCD, vcd_sample.py) is the training-free baseline: every step the
+// model runs on the clean image (expert) and on VCD's diffusion-noised image tensor (amateur), and
+// the next token is picked from (1 + cd_alpha) * l(I) - cd_alpha * l(I_noise), restricted to the
+// expert's plausible set {v : p(v | I) >= cd_beta * max p(. | I)} (pairs::contrastive_amplification).
+// VCD samples from these scores (temperature 1); p2dpo takes their argmax, so a VCD run is
+// deterministic and differs from greedy only by the contrast. A prompt without an image has nothing
+// to contrast: its amateur is the expert's own context, which reduces to greedy.
+struct DecodeOptions {
+  enum class Mode { Greedy, Vcd };
+  Mode mode = Mode::Greedy;
+  double cd_alpha = 1.0;  // VCD's --cd_alpha (its LLaVA-1.5 default)
+  double cd_beta = 0.1;   // VCD's --cd_beta, in [0, 1]
+  int noise_step = 500;   // VCD's --noise_step: diffusion step in [0, 999] of the amateur's noise
+  uint64_t seed = 0;      // the amateur noise of an image depends on (seed, image name) only
+  bool vcd() const { return mode == Mode::Vcd; }
+};
+
+DecodeOptions::Mode parse_decode_mode(const std::string& s, const std::string& flag);  // greedy | vcd
+const char* decode_mode_name(DecodeOptions::Mode m);
+// InputError naming the flag (--cd-alpha, --cd-beta, --vcd-noise-step) for a value out of range.
+void check_decode_options(const DecodeOptions& d);
+// What run records keep under "decoding": "greedy" (as before VCD existed), or for VCD an object
+// with every setting, so resuming an answers file under another decoding is refused.
+nlohmann::json decode_protocol(const DecodeOptions& d);
+
+// The VCD amateur view of an image: add_diffusion_noise(clean.pixel_values, noise_step, seed) with
+// seed = pairs::view_seed(d.seed, image_key, "vcd"), i.e. a pure function of the image's name.
+models::PreparedImage vcd_noisy_view(const models::PreparedImage& clean, const DecodeOptions& d,
+                                     const std::string& image_key);
+
+// Decodes a batch under `d`: greedy = infer::generate(expert); VCD = expert and amateur[i] stepped
+// together by infer::generate_multi_context with the contrastive combiner, argmax of the scores.
+// `amateur` is ignored for greedy and must match `expert` in size for VCD.
+std::vector<infer::GenerationResult> generate_decoded(models::VisionLanguageModel& model,
+                                                      const std::vector<infer::GenerationRequest>& expert,
+                                                      const std::vector<infer::GenerationRequest>& amateur,
+                                                      const DecodeOptions& d, int max_new_tokens);
 
 // Conversation templates with one "{question}" and one "<image>" (evaluation spec §1.1, §4.2):
 //   llava_v1 (P2-DPO's scripts and the HallusionBench/AMBER default), vicuna_v1 (LLaVA's scripts),
@@ -44,11 +84,14 @@ struct GenerationItem {
   std::string id;          // unique within the run; the resume key
   std::string image_path;  // "" = text only
   std::string prompt;      // full prompt; holds one "<image>" iff image_path is set
+  std::string image_key = {};  // names the image for VCD's noise seed; "" = image_path's file name
 };
 
 struct GenerationRunOptions {
   std::string answers_path;  // JSONL, appended
-  nlohmann::json protocol;   // recorded in <answers_path>.run.json and checked on resume
+  nlohmann::json protocol;   // recorded in <answers_path>.run.json and checked on resume; its
+                             // "decoding" key is set from `decode` (decode_protocol)
+  DecodeOptions decode;      // greedy (official) or VCD
   int batch_size = 8;
   int max_new_tokens = 128;
   std::string progress_label;  // e.g. "hallusionbench"

@@ -19,6 +19,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eval/bench_runner.h"  // DecodeOptions
+
 namespace p2dpo::models {
 class VisionLanguageModel;
 }
@@ -163,6 +165,7 @@ struct HbRunOptions {
   std::string model_id;
   nlohmann::json model_settings = nlohmann::json::object();
   HbScoreOptions score;
+  DecodeOptions decode;  // greedy (official) or VCD; recorded in the run record
   bool progress = true;
 };
 

@@ -39,7 +39,7 @@ nlohmann::json run_protocol(const PopeRunOptions& opts, const std::string& promp
           {"model_settings", opts.model_settings},
           {"prompt_template", prompt_template},
           {"answer_suffix", opts.answer_suffix},
-          {"decoding", "greedy"},
+          {"decoding", decode_protocol(opts.decode)},
           {"max_new_tokens", opts.max_new_tokens},
           {"noise", sigma == 0.0 ? "none" : noise_mode_name(opts.noise_mode)},
           {"sigma", sigma},
@@ -183,10 +183,8 @@ PopeRunResult run_pope(models::VisionLanguageModel& model, const PopeRunOptions&
     file_ids.push_back(std::move(ids));
   }
 
-  infer::SamplingConfig cfg;
-  cfg.max_new_tokens = opts.max_new_tokens;
-  cfg.temperature = 0.0;
-  cfg.stop_on_eos = true;
+  check_decode_options(opts.decode);
+  const bool vcd = opts.decode.vcd();
 
   PopeRunResult result;
   std::vector<PopeQuestion> scored_questions;
@@ -238,23 +236,37 @@ PopeRunResult run_pope(models::VisionLanguageModel& model, const PopeRunOptions&
           }
           prepared.push_back(std::move(p));
         }
+        // VCD: each image's amateur view (diffusion noise on the tensor the expert sees, seeded by the
+        // image's name) is encoded in the same call, rows M + k.
+        const int64_t M = static_cast<int64_t>(prepared.size());
+        std::vector<models::PreparedImage> to_encode = prepared;
+        if (vcd) {
+          std::vector<std::string> names(prepared.size());
+          for (const auto& [name, k] : image_index) names[k] = name;
+          for (size_t k = 0; k < prepared.size(); ++k) to_encode.push_back(vcd_noisy_view(prepared[k], opts.decode, names[k]));
+        }
         torch::Tensor features;
         {
           torch::NoGradGuard no_grad;
-          features = model.encode_images(prepared);
+          features = model.encode_images(to_encode);
         }
-        std::vector<infer::GenerationRequest> requests;
+        std::vector<infer::GenerationRequest> requests, amateurs;
         for (size_t i = b0; i < b1; ++i) {
           const auto& q = questions[i];
-          const size_t k = image_index[q.image];
+          const auto k = static_cast<int64_t>(image_index[q.image]);
           const std::string prompt =
               pope_fill_template(prompt_template, pope_question_text(q.text, opts.answer_suffix));
           infer::GenerationRequest req;
-          req.prompt_ids = model.tokenize_prompt(prompt, {prepared[k]});
-          req.image_features = features.slice(0, static_cast<int64_t>(k), static_cast<int64_t>(k) + 1);
+          req.prompt_ids = model.tokenize_prompt(prompt, {prepared[static_cast<size_t>(k)]});
+          req.image_features = features.slice(0, k, k + 1);
+          if (vcd) {
+            infer::GenerationRequest am = req;
+            am.image_features = features.slice(0, M + k, M + k + 1);
+            amateurs.push_back(std::move(am));
+          }
           requests.push_back(std::move(req));
         }
-        const auto generated = infer::generate(model, requests, cfg);
+        const auto generated = generate_decoded(model, requests, amateurs, opts.decode, opts.max_new_tokens);
         int64_t written = 0;
         for (size_t i = b0; i < b1; ++i) {
           const auto& q = questions[i];

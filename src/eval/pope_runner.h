@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eval/bench_runner.h"
 #include "eval/pope.h"
 #include "models/vlm.h"
 
@@ -60,6 +61,7 @@ struct PopeRunOptions {
   std::string answer_suffix = kPopeAnswerSuffix;
   std::string model_id;         // recorded in answers and results
   nlohmann::json model_settings = nlohmann::json::object();  // recorded (e.g. dtype, pad_to_square)
+  DecodeOptions decode;         // greedy (official) or VCD (eval/bench_runner.h); recorded
   bool progress = true;         // progress lines on stderr
 };
 
