@@ -9,6 +9,8 @@ PACKAGES=(
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   libsentencepiece-dev libpcre2-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev
   sentencepiece                                      # spm_train, run as a process to train the world tokenizer
+  libcurl4-openssl-dev                               # MMHal-Bench judge: OpenAI-compatible HTTPS client
+  chromium fonts-dejavu-core                         # the report test renders report.html headless
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev                           # libFuzzer targets and sanitizers
 )

@@ -13,4 +13,6 @@ void register_world(CLI::App& app);
 void register_pairs(CLI::App& app);
 void register_train(CLI::App& app);
 void register_merge(CLI::App& app);
+void register_demo(CLI::App& app);
+void register_report(CLI::App& app);
 }  // namespace p2dpo::cli

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   p2dpo::cli::register_pairs(app);
   p2dpo::cli::register_train(app);
   p2dpo::cli::register_merge(app);
+  p2dpo::cli::register_report(app);
+  p2dpo::cli::register_demo(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -13,6 +13,7 @@
 #include "world/pairs_sanity.h"
 #include "world/clip_train.h"
 #include "world/tokenizer_train.h"
+#include "world/truth_pairs.h"
 #include "world/make_world.h"
 
 namespace p2dpo::cli {
@@ -115,7 +116,7 @@ void add_world_train_clip(CLI::App& world) {
   struct Opts {
     world::ClipTrainOptions clip;
     std::string seed = "0";
-    bool json = false, no_augment = false;
+    bool json = false, no_augment = false, hard_negatives = false;
   };
   auto o = std::make_shared<Opts>();
   auto* cmd = world.add_subcommand("train-clip", "Train the world CLIP contrastively on the world's captions; HF CLIPModel layout");
@@ -132,11 +133,14 @@ void add_world_train_clip(CLI::App& world) {
   cmd->add_option("--checkpoint-every", c.checkpoint_every, "checkpoint every N steps")->capture_default_str();
   cmd->add_flag("--resume", c.resume, "continue from --out/checkpoint-last");
   cmd->add_flag("--no-augment", o->no_augment, "captions only: no existence questions or object crops");
+  cmd->add_flag("--hard-negatives", o->hard_negatives,
+                "add shape-swapped hard-negative texts to the image->text loss (NegCLIP), to teach the tower shapes");
   cmd->add_flag("--quiet", c.quiet, "no progress lines");
   cmd->add_flag("--json", o->json, "print the summary as JSON");
   cmd->callback([o]() {
     o->clip.seed = parse_seed(o->seed);
     o->clip.augment = !o->no_augment;
+    o->clip.hard_negatives = o->hard_negatives;
     auto r = world::train_world_clip(o->clip);
     nlohmann::json j{{"out", o->clip.out_dir}, {"steps_done", r.steps_done}, {"first_loss", r.first_loss},
                      {"last_loss", r.last_loss}, {"seconds", r.seconds}, {"pairs", r.num_pairs},
@@ -246,6 +250,26 @@ void add_world_pairs_sanity(CLI::App& world) {
   });
 }
 
+// `p2dpo world truth-pairs --world DIR --out FILE`: off-policy pairs from the ground truth.
+void add_world_truth_pairs(CLI::App& world) {
+  struct Opts {
+    world::TruthPairsOptions t;
+    std::string seed = "0";
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = world.add_subcommand(
+      "truth-pairs", "Off-policy DPO pairs from the ground truth (chosen = true answer, rejected = one injected hallucination), the demo's RLHF-V-like baseline");
+  cmd->add_option("--world", o->t.world_dir, "world directory (world.json, scenes.jsonl, prompts/pairs_truth.jsonl)")->required();
+  cmd->add_option("--out", o->t.out_path, "JSONL {id, image, question, chosen, rejected}; images relative to --world")->required();
+  cmd->add_option("--limit", o->t.limit, "stop after N pairs");
+  cmd->add_option("--seed", o->seed, "which mention is corrupted when several could be")->capture_default_str();
+  cmd->callback([o]() {
+    o->t.seed = parse_seed(o->seed);
+    const auto r = world::write_truth_pairs(o->t);
+    std::cout << "prompts: " << r.prompts << "\npairs: " << r.pairs << "\nout: " << o->t.out_path << "\n";
+  });
+}
+
 }  // namespace
 
 void register_world(CLI::App& app) {
@@ -257,6 +281,7 @@ void register_world(CLI::App& app) {
   add_world_clip_sanity(*world);
   add_world_train_base(*world);
   add_world_pairs_sanity(*world);
+  add_world_truth_pairs(*world);
 }
 
 }  // namespace p2dpo::cli

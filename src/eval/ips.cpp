@@ -95,7 +95,7 @@ json measure_ips(models::VisionLanguageModel& model, const IpsOptions& opt) {
     rows.push_back(std::move(row));
     if (opt.progress) progress.update(static_cast<int64_t>(i) + 1);
   }
-  json doc = {{"pairs", opt.pairs_path}, {"source", "model"}, {"n_pairs", data.size()}};
+  json doc = {{"benchmark", "ips"}, {"pairs", opt.pairs_path}, {"source", "model"}, {"n_pairs", data.size()}};
   if (p2dpo) {
     doc["focus"] = table(focus);
     doc["robust"] = table(robust);
@@ -129,7 +129,7 @@ json recorded_ips(const IpsOptions& opt) {
     robust.push_back(rw - rl);
     rows.push_back({{"id", r.value("id", std::to_string(i))}, {"focus", {{"ips", fw - fl}}}, {"robust", {{"ips", rw - rl}}}});
   }
-  json doc = {{"pairs", opt.pairs_path}, {"source", "recorded"}, {"n_pairs", rows.size()},
+  json doc = {{"benchmark", "ips"}, {"pairs", opt.pairs_path}, {"source", "recorded"}, {"n_pairs", rows.size()},
               {"focus", table(focus)}, {"robust", table(robust)}};
   write_outputs(opt, rows, doc);
   return doc;
