@@ -126,9 +126,19 @@ class StageRunner {
   // to logs/<name>.log; its stderr (progress lines) to the terminal, or the log with --quiet.
   void run(const Stage& s) {
     ++done_;
+    // Children show their own progress lines (rate, ETA) unless the demo is quiet; --quiet is not
+    // part of a stage's identity, so a quiet rerun still skips what a verbose run finished.
     std::vector<std::string> argv = {exe_};
-    argv.insert(argv.end(), s.args.begin(), s.args.end());
+    bool takes_quiet = false;
+    for (const auto& a : s.args) {
+      if (a == "--quiet") {
+        takes_quiet = true;
+      } else {
+        argv.push_back(a);
+      }
+    }
     const std::string command = join_command(argv);
+    if (o_.quiet && takes_quiet) argv.push_back("--quiet");
     commands_.push_back(command);
     const fs::path marker = fs::path(o_.out) / "stages" / (s.name + ".json");
     const fs::path log = fs::path(o_.out) / "logs" / (s.name + ".log");
@@ -201,6 +211,10 @@ void run_demo(DemoOptions o) {
   if (o.clip.empty()) o.clip = find_shipped("models/world/clip", "--clip");
   if (o.pairs_config.empty()) o.pairs_config = find_shipped("configs/world-pairs.yaml", "--pairs-config");
   if (o.train_config.empty()) o.train_config = find_shipped("configs/world-train.yaml", "--train-config");
+  for (const auto& [flag, path] : {std::pair<std::string, std::string>{"--model", o.model}, {"--clip", o.clip},
+                                   {"--pairs-config", o.pairs_config}, {"--train-config", o.train_config}}) {
+    if (!fs::exists(path)) throw InputError(flag, "'" + path + "' does not exist");
+  }
   for (const auto& b : o.baselines) {
     if (b != "vcd" && b != "dpo") throw InputError("--baseline", "must be vcd or dpo, got '" + b + "'");
   }

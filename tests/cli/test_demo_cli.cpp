@@ -1,0 +1,68 @@
+// `p2dpo demo --size ci`: the README's main command at CI size, through every stage (world, pairs,
+// P2-DPO training, POPE with a noise sweep, CHAIR, AFR, IPS, report), on the shipped world model.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_run.h"
+#include "io/atomic_file.h"
+#include "io/json_io.h"
+#include "test_paths.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+TEST(DemoCli, CiSizeRunsEveryStageAndResumes) {
+  const std::string out = p2dpo::test::scratch_dir("demo-ci") + "/run";
+  const auto r = p2dpo::test::run_cli({"demo", "--size", "ci", "--out", out, "--quiet"});
+  ASSERT_EQ(r.status, 0) << r.out;
+  for (const char* f : {"results.json", "report.html", "table.txt", "demo-config.json", "pairs/stats.json",
+                        "train/adapter/adapter_config.json", "eval/base/pope/results.json",
+                        "eval/p2dpo/chair/results.json", "eval/p2dpo/afr/results.json", "eval/p2dpo/ips/results.json"}) {
+    EXPECT_TRUE(fs::exists(out + "/" + f)) << f;
+  }
+  const auto results = p2dpo::io::read_json_file(out + "/results.json");
+  EXPECT_EQ(results["variants"], nlohmann::json({"base", "p2dpo"}));
+  for (const auto& m : results["metrics"]) {
+    for (const char* v : {"base", "p2dpo"}) {
+      // The ci size sweeps sigma 0 and 0.2 only.
+      if (m["key"] == "pope_f1_sigma0.1" || m["key"] == "pope_f1_sigma0.3") continue;
+      EXPECT_TRUE(m["values"][v].is_number()) << m["key"] << " " << v;
+    }
+  }
+  EXPECT_EQ(results["claims"].size(), 5u);
+  EXPECT_EQ(results["commands"].size(), 12u);
+  EXPECT_NE(r.out.find("POPE adversarial F1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("claims"), std::string::npos) << r.out;
+  const std::string html = p2dpo::io::read_file(out + "/report.html");
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("eval/p2dpo"), std::string::npos);
+
+  // A rerun skips every finished stage and writes the same table.
+  const std::string table = p2dpo::io::read_file(out + "/table.txt");
+  const auto again = p2dpo::test::run_cli({"demo", "--size", "ci", "--out", out, "--quiet"});
+  ASSERT_EQ(again.status, 0) << again.out;
+  size_t skipped = 0;
+  for (size_t p = again.out.find("done earlier"); p != std::string::npos; p = again.out.find("done earlier", p + 1)) ++skipped;
+  EXPECT_EQ(skipped, 12u) << again.out;
+  EXPECT_EQ(p2dpo::io::read_file(out + "/table.txt"), table);
+}
+
+TEST(DemoCli, BadFlagsExitWithStatus2) {
+  const std::string out = p2dpo::test::scratch_dir("demo-bad") + "/run";
+  auto r = p2dpo::test::run_cli({"demo", "--size", "huge", "--out", out});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("--size"), std::string::npos) << r.out;
+  r = p2dpo::test::run_cli({"demo", "--ablate", "everything", "--out", out});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("--ablate"), std::string::npos) << r.out;
+  r = p2dpo::test::run_cli({"demo", "--model", out + "/nope", "--out", out, "--size", "ci"});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("nope"), std::string::npos) << r.out;
+}
+
+}  // namespace
