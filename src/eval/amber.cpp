@@ -713,23 +713,10 @@ AmberRunResult run_amber(models::VisionLanguageModel& model, const AmberRunOptio
   std::vector<std::string> known;
   for (const auto& a : data.annotations) known.push_back(std::to_string(a.id));
 
-
-  const nlohmann::json protocol = {{"benchmark", "amber"},
-                                   {"model_id", opts.model_id},
-                                   {"model_settings", opts.model_settings},
-                                   {"prompt_template", prompt_template},
-                                   {"decoding", decode_protocol(opts.decode)},
-                                   {"max_new_tokens", opts.max_new_tokens}};
+  const nlohmann::json protocol = bench_protocol("amber", opts, prompt_template);
   AmberRunResult result;
   result.answers_path = (fs::path(opts.out_dir) / "answers" / "amber.jsonl").string();
-  GenerationRunOptions gen;
-  gen.answers_path = result.answers_path;
-  gen.protocol = protocol;
-  gen.decode = opts.decode;
-  gen.batch_size = opts.batch_size;
-  gen.max_new_tokens = opts.max_new_tokens;
-  gen.progress_label = "amber";
-  gen.progress = opts.progress;
+  const GenerationRunOptions gen = bench_generation_options(opts, result.answers_path, protocol, "amber");
   auto make_record = [&](size_t i, const std::string& answer) {
     const auto& q = queries[i];
     return nlohmann::json{{"id", q.id},

@@ -98,6 +98,35 @@ struct GenerationRunOptions {
   bool progress = true;        // progress lines on stderr (done/total, rate, ETA)
 };
 
+// The protocol a generative benchmark records beside its answers (and repeats in its results):
+// which model, how prompted, how decoded, how long. `RunOptions` is any benchmark's run options
+// with model_id, model_settings, decode and max_new_tokens; benchmarks add their own keys after.
+template <class RunOptions>
+nlohmann::json bench_protocol(const std::string& benchmark, const RunOptions& o, const std::string& prompt_template) {
+  return {{"benchmark", benchmark},
+          {"model_id", o.model_id},
+          {"model_settings", o.model_settings},
+          {"prompt_template", prompt_template},
+          {"decoding", decode_protocol(o.decode)},
+          {"max_new_tokens", o.max_new_tokens}};
+}
+
+// run_generation's options from a benchmark's run options (decode, batch_size, max_new_tokens,
+// progress) and its answers file, protocol and progress label.
+template <class RunOptions>
+GenerationRunOptions bench_generation_options(const RunOptions& o, const std::string& answers_path,
+                                              const nlohmann::json& protocol, const std::string& label) {
+  GenerationRunOptions gen;
+  gen.answers_path = answers_path;
+  gen.protocol = protocol;
+  gen.decode = o.decode;
+  gen.batch_size = o.batch_size;
+  gen.max_new_tokens = o.max_new_tokens;
+  gen.progress_label = label;
+  gen.progress = o.progress;
+  return gen;
+}
+
 // Builds the JSONL record of item `index` from its decoded, stripped answer.
 using RecordMaker = std::function<nlohmann::json(size_t index, const std::string& answer)>;
 // Reads the resume key back from a record of the answers file (InputError on a malformed record).

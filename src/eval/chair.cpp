@@ -449,22 +449,10 @@ ChairRunResult run_chair(models::VisionLanguageModel& model, const ChairRunOptio
   std::vector<std::string> known;
   for (const auto& it : all_items) known.push_back(std::to_string(it.question_id));
 
-  const nlohmann::json protocol = {{"benchmark", "chair"},
-                                   {"model_id", opts.model_id},
-                                   {"model_settings", opts.model_settings},
-                                   {"prompt_template", opts.prompt_template},
-                                   {"decoding", decode_protocol(opts.decode)},
-                                   {"max_new_tokens", opts.max_new_tokens}};
+  const nlohmann::json protocol = bench_protocol("chair", opts, opts.prompt_template);
   ChairRunResult result;
   result.answers_path = (fs::path(opts.out_dir) / "answers" / "chair.jsonl").string();
-  GenerationRunOptions gen;
-  gen.answers_path = result.answers_path;
-  gen.protocol = protocol;
-  gen.batch_size = opts.batch_size;
-  gen.max_new_tokens = opts.max_new_tokens;
-  gen.progress_label = "chair";
-  gen.decode = opts.decode;
-  gen.progress = opts.progress;
+  const GenerationRunOptions gen = bench_generation_options(opts, result.answers_path, protocol, "chair");
   auto make_record = [&](size_t i, const std::string& answer) {
     return nlohmann::json{{"question_id", items[i].question_id},
                           {"image", items[i].image},

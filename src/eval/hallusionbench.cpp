@@ -497,22 +497,10 @@ HbRunResult run_hallusionbench(models::VisionLanguageModel& model, const HbRunOp
   for (const auto& q : benchmark) known.push_back(hb_row_key(q));
 
   // The protocol of the answers (not the row selection: official and vlmevalkit runs share answers).
-  const nlohmann::json protocol = {{"benchmark", "hallusionbench"},
-                                   {"model_id", opts.model_id},
-                                   {"model_settings", opts.model_settings},
-                                   {"prompt_template", prompt_template},
-                                   {"decoding", decode_protocol(opts.decode)},
-                                   {"max_new_tokens", opts.max_new_tokens}};
+  const nlohmann::json protocol = bench_protocol("hallusionbench", opts, prompt_template);
   HbRunResult result;
   result.answers_path = (fs::path(opts.out_dir) / "answers" / "hallusionbench.jsonl").string();
-  GenerationRunOptions gen;
-  gen.answers_path = result.answers_path;
-  gen.protocol = protocol;
-  gen.decode = opts.decode;
-  gen.batch_size = opts.batch_size;
-  gen.max_new_tokens = opts.max_new_tokens;
-  gen.progress_label = "hallusionbench";
-  gen.progress = opts.progress;
+  const GenerationRunOptions gen = bench_generation_options(opts, result.answers_path, protocol, "hallusionbench");
   auto make_record = [&](size_t i, const std::string& answer) {
     nlohmann::json rec = rows[i].raw;
     rec["model_prediction"] = answer;

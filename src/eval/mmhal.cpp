@@ -80,13 +80,13 @@ int64_t judge_all(const std::vector<MmhalQuestion>& questions, const std::vector
     }
   }
   std::vector<std::string> prompts(questions.size());
-  size_t todo = 0;
+  size_t pending = 0;
   for (size_t i = 0; i < questions.size(); ++i) {
     prompts[i] = mmhal_judge_prompt(judge_template, questions[i], answers[i]);
     auto it = latest.find(questions[i].index);
     const bool done = it != latest.end() && !it->second.contains("judge_error") &&
                       it->second.value("prompt_sha256", "") == sha256_hex(prompts[i]);
-    if (!done) ++todo;
+    if (!done) ++pending;
   }
   const auto start = std::chrono::steady_clock::now();
   int64_t calls = 0;
@@ -127,8 +127,8 @@ int64_t judge_all(const std::vector<MmhalQuestion>& questions, const std::vector
     if (opts.progress) {
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       const double rate = elapsed > 0 ? calls / elapsed : 0.0;
-      const double eta = rate > 0 ? (static_cast<double>(todo) - calls) / rate : NAN;
-      std::cerr << fmt::format("[mmhal judge] {}/{} calls, {:.2f} calls/s, ETA {}{}\n", calls, todo, rate,
+      const double eta = rate > 0 ? (static_cast<double>(pending) - calls) / rate : NAN;
+      std::cerr << fmt::format("[mmhal judge] {}/{} calls, {:.2f} calls/s, ETA {}{}\n", calls, pending, rate,
                                train::ProgressLine::format_duration(eta),
                                rec.contains("judge_error") ? " (failed: " + rec["judge_error"].get<std::string>() + ")" : "");
     }
@@ -436,22 +436,11 @@ MmhalRunResult run_mmhal(models::VisionLanguageModel& model, const MmhalRunOptio
   for (const auto& q : all) known.push_back(std::to_string(q.index));
 
   const std::string questions_sha = file_sha256(opts.questions_path);
-  const nlohmann::json protocol = {{"benchmark", "mmhal"},
-                                   {"model_id", opts.model_id},
-                                   {"model_settings", opts.model_settings},
-                                   {"prompt_template", prompt_template},
-                                   {"max_new_tokens", opts.max_new_tokens},
-                                   {"questions_sha256", questions_sha}};
+  nlohmann::json protocol = bench_protocol("mmhal", opts, prompt_template);
+  protocol["questions_sha256"] = questions_sha;
   MmhalRunResult result;
   result.answers_path = default_output_path(opts.out_dir, "answers/mmhal.jsonl");
-  GenerationRunOptions gen;
-  gen.answers_path = result.answers_path;
-  gen.protocol = protocol;
-  gen.decode = opts.decode;
-  gen.batch_size = opts.batch_size;
-  gen.max_new_tokens = opts.max_new_tokens;
-  gen.progress_label = "mmhal";
-  gen.progress = opts.progress;
+  const GenerationRunOptions gen = bench_generation_options(opts, result.answers_path, protocol, "mmhal");
   auto make_record = [&](size_t i, const std::string& answer) {
     const auto& q = questions[i];
     return nlohmann::json{{"index", q.index},         {"image_id", q.image_id}, {"question_type", q.question_type},
@@ -478,7 +467,6 @@ MmhalRunResult run_mmhal(models::VisionLanguageModel& model, const MmhalRunOptio
   if (!opts.judge) return result;
 
   nlohmann::json run_protocol = protocol;
-  run_protocol["decoding"] = decode_protocol(opts.decode);
   run_protocol["conv_mode"] = opts.prompt_template.empty() ? opts.conv_mode : "custom";
   run_protocol["questions_file"] = opts.questions_path;
   run_protocol["images_dir"] = opts.images_dir;
