@@ -385,7 +385,7 @@ ojson world_json(const WorldOptions& opt, const Vocabulary& vocab, const SceneSt
   priors["eval_partner_percent"] = opt.eval_partner_percent;
   priors["rule"] =
       "Objects are drawn one by one among absent classes with weight base_weight (class at popularity rank r: 1e6 * "
-      "decay^r). After each object, its partner class (symmetric; partners differ in shape and colour) is added next "
+      "decay^r). After each object, its partner class (symmetric; partners share the colour and differ in shape, look-alikes like a fork and a knife) is added next "
       "with probability partner_percent (train and prompts scenes) or eval_partner_percent (eval scenes), if absent and "
       "a slot is left. The priors depend on the vocabulary only, not on the seed.";
   w["priors"] = priors;

@@ -111,17 +111,24 @@ Vocabulary build_vocabulary(const std::vector<std::string>& shapes, const std::v
     w = w * static_cast<uint64_t>(popularity_decay_permille) / 1000;
   }
 
+  // Partners look alike (same colour, another shape), as a knife goes with a fork: a model that
+  // is unsure of the shape falls back on the co-occurrence prior. Measured on partners that differed
+  // in colour too: the base model reads colours almost perfectly, so such partners were no harder
+  // than random negatives (adversarial F1 72.8 vs random 73.3). A class that finds no unpaired
+  // same-colour class (large catalogs) pairs with the next one differing in both.
   v.partner.assign(N, -1);
-  for (int i = 0; i < N; ++i) {
-    const int a = order[i];
-    if (v.partner[a] >= 0) continue;
-    for (int j = i + 1; j < N; ++j) {
-      const int b = order[j];
-      if (v.partner[b] >= 0 || b == a) continue;
-      if (v.shape_of(a) == v.shape_of(b) || v.color_of(a) == v.color_of(b)) continue;
-      v.partner[a] = b;
-      v.partner[b] = a;
-      break;
+  for (const bool same_color : {true, false}) {
+    for (int i = 0; i < N; ++i) {
+      const int a = order[i];
+      if (v.partner[a] >= 0) continue;
+      for (int j = i + 1; j < N; ++j) {
+        const int b = order[j];
+        if (v.partner[b] >= 0 || b == a || v.shape_of(a) == v.shape_of(b)) continue;
+        if ((v.color_of(a) == v.color_of(b)) != same_color) continue;
+        v.partner[a] = b;
+        v.partner[b] = a;
+        break;
+      }
     }
   }
   return v;

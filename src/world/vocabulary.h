@@ -52,8 +52,8 @@ struct Vocabulary {
 // Builds the vocabulary and its priors. Popularity: class at rank r has shape r mod S and colour
 // (r + r div S) mod C (a Latin-square walk, so the most popular classes span all shapes and colours)
 // and weight 1e6 * (decay/1000)^r. Partners: walking the ranks, each unpaired class pairs with the
-// next unpaired one that differs in both shape and colour (so neither attribute alone identifies the
-// partner). Throws InputError("--shapes"/"--colors", ...) for unknown or repeated names or fewer than 2.
+// next unpaired one of the same colour and another shape (look-alikes, so the co-occurrence prior
+// bites where the shape is unclear); a second walk pairs what is left with classes differing in both. Throws InputError("--shapes"/"--colors", ...) for unknown or repeated names or fewer than 2.
 Vocabulary build_vocabulary(const std::vector<std::string>& shapes, const std::vector<std::string>& colors,
                             int popularity_decay_permille);
 

@@ -8,6 +8,7 @@
 #include "io/json_io.h"
 #include "models/llava.h"
 #include "test_paths.h"
+#include "test_util.h"
 #include "world/base_train.h"
 #include "world/make_world.h"
 
@@ -74,6 +75,27 @@ TEST(WorldBaseTrain, StagesRunAndSaveALoadableModel) {
   // Finished: a rerun does nothing and returns the same model.
   auto again = world::train_world_base(tiny_options(out));
   EXPECT_EQ(again.total_steps_done, 6);
+}
+
+TEST(WorldBaseTrain, AVisionStageTrainsTheTowerBelowTheFeatureLayer) {
+  torch::set_num_threads(1);
+  const auto out = test::scratch_dir("base_train_vision");
+  auto o = tiny_options(out);
+  o.stages = {{"full", "projector+lm+vision", "all", 0, 2, 1e-3, 4, 2}};
+  auto r = world::train_world_base(o);
+  ASSERT_EQ(r.model_dir, out + "/model");
+  auto trained = models::LlavaModel::load(r.model_dir)->named_parameters();
+  auto before = models::LlavaModel::load(out + "/init")->named_parameters();
+  const auto changed = [&](const std::string& name) { return !torch::equal(trained.at(name), before.at(name)); };
+  EXPECT_TRUE(changed("vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"));
+  EXPECT_TRUE(changed("vision_tower.vision_model.embeddings.patch_embedding.weight"));
+  EXPECT_TRUE(changed("language_model.model.layers.0.mlp.up_proj.weight"));
+  // The tiny CLIP has 3 layers and the model reads the second-to-last hidden state: layer 2 feeds
+  // nothing, gets no gradient and no update (AdamW skips parameters without a gradient).
+  EXPECT_FALSE(changed("vision_tower.vision_model.encoder.layers.2.mlp.fc1.weight"));
+  o.stages[0].trainable = "vision";
+  o.out_dir = test::scratch_dir("base_train_vision_bad");
+  EXPECT_NE(test::error_of([&] { world::train_world_base(o); }).find("projector+lm+vision"), std::string::npos);
 }
 
 TEST(WorldBaseTrain, StoppedAndResumedEqualsUninterrupted) {
