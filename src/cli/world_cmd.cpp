@@ -116,9 +116,10 @@ void add_world_train_clip(CLI::App& world) {
   struct Opts {
     world::ClipTrainOptions clip;
     std::string seed = "0";
-    bool json = false, no_augment = false, hard_negatives = false;
+    bool json = false, no_augment = false, no_hard_negatives = false;
   };
   auto o = std::make_shared<Opts>();
+  o->clip.image_size = o->clip.patch_size = 0;  // 0: from the world's world.json
   auto* cmd = world.add_subcommand("train-clip", "Train the world CLIP contrastively on the world's captions; HF CLIPModel layout");
   auto& c = o->clip;
   cmd->add_option("--world", c.world_dir, "world directory (reads train/captions.jsonl)")->required();
@@ -132,15 +133,27 @@ void add_world_train_clip(CLI::App& world) {
       ->capture_default_str();
   cmd->add_option("--checkpoint-every", c.checkpoint_every, "checkpoint every N steps")->capture_default_str();
   cmd->add_flag("--resume", c.resume, "continue from --out/checkpoint-last");
+  cmd->add_option("--image-size", c.image_size, "vision input side (default: the world's model_input.input_side)");
+  cmd->add_option("--patch-size", c.patch_size, "vision patch side (default: the world's model_input.patch_size)");
   cmd->add_flag("--no-augment", o->no_augment, "captions only: no existence questions or object crops");
-  cmd->add_flag("--hard-negatives", o->hard_negatives,
-                "add shape-swapped hard-negative texts to the image->text loss (NegCLIP), to teach the tower shapes");
+  cmd->add_flag("--no-hard-negatives", o->no_hard_negatives,
+                "no shape-swapped hard-negative texts in the image->text loss (NegCLIP; on by default, it teaches the tower shapes)");
   cmd->add_flag("--quiet", c.quiet, "no progress lines");
   cmd->add_flag("--json", o->json, "print the summary as JSON");
   cmd->callback([o]() {
     o->clip.seed = parse_seed(o->seed);
     o->clip.augment = !o->no_augment;
-    o->clip.hard_negatives = o->hard_negatives;
+    o->clip.hard_negatives = !o->no_hard_negatives && !o->no_augment;  // they need the scenes
+    // The world fixes the model's input geometry (its small objects are sized against the patch).
+    const std::string world_json = o->clip.world_dir + "/world.json";
+    if (o->clip.image_size == 0 || o->clip.patch_size == 0) {
+      const auto w = io::read_json_file(world_json);
+      const auto& m = w.contains("model_input") ? w.at("model_input") : nlohmann::json::object();
+      if (!m.contains("input_side") || !m.contains("patch_size"))
+        throw InputError(world_json, "model_input.input_side / model_input.patch_size missing (or pass --image-size and --patch-size)");
+      if (o->clip.image_size == 0) o->clip.image_size = m.at("input_side").get<int64_t>();
+      if (o->clip.patch_size == 0) o->clip.patch_size = m.at("patch_size").get<int64_t>();
+    }
     auto r = world::train_world_clip(o->clip);
     nlohmann::json j{{"out", o->clip.out_dir}, {"steps_done", r.steps_done}, {"first_loss", r.first_loss},
                      {"last_loss", r.last_loss}, {"seconds", r.seconds}, {"pairs", r.num_pairs},
@@ -197,7 +210,7 @@ void add_world_train_base(CLI::App& world) {
   cmd->add_option("--heads", b.model.num_heads, "attention heads")->capture_default_str();
   cmd->add_option("--kv-heads", b.model.num_kv_heads, "key/value heads (grouped-query attention when fewer)")->capture_default_str();
   cmd->add_option("--init", b.model.init, "decoder initialisation: fan_in or hf")->capture_default_str();
-  cmd->add_option("--steps", o->steps, "optimizer steps per stage, in stage order (text, projector, curriculum, full)")
+  cmd->add_option("--steps", o->steps, "optimizer steps per stage, in stage order (text, projector, curriculum, full, vision)")
       ->delimiter(',');
   cmd->add_option("--lr", o->lrs, "peak learning rate per stage, in stage order")->delimiter(',');
   cmd->add_option("--save-every", b.save_every, "checkpoint every N steps")->capture_default_str();

@@ -25,6 +25,9 @@ std::vector<BaseStage> BaseTrainOptions::default_stages() {
       {"projector", "projector", "descriptions", 0, 300, 1e-3, 32, 16},
       {"curriculum", "projector+lm", "all", 2, 600, 5e-4, 32, 16},
       {"full", "projector+lm", "all", 0, 3000, 3e-4, 32, 16},
+      // Off unless given steps: the answers' loss also trains the vision tower (the CLIP's
+      // contrastive loss is met mostly by colours, so its patch features carry shapes weakly).
+      {"vision", "projector+lm+vision", "all", 0, 0, 1e-4, 32, 16},
   };
 }
 
@@ -35,7 +38,11 @@ std::function<bool(const std::string&)> trainable_of(const BaseStage& s) {
   if (s.trainable == "projector") return train::name_prefix_predicate({"multi_modal_projector."});
   if (s.trainable == "projector+lm")
     return train::name_prefix_predicate({"multi_modal_projector.", "language_model."});
-  throw InputError("stages." + s.name + ".trainable", "must be lm, projector or projector+lm, got '" + s.trainable + "'");
+  // Layers above the vision feature layer get no gradient and stay put.
+  if (s.trainable == "projector+lm+vision")
+    return train::name_prefix_predicate({"multi_modal_projector.", "language_model.", "vision_tower."});
+  throw InputError("stages." + s.name + ".trainable",
+                   "must be lm, projector, projector+lm or projector+lm+vision, got '" + s.trainable + "'");
 }
 
 std::string strip_image_marker(std::string text) {

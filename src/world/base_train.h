@@ -8,6 +8,7 @@
 //   1 "projector" projector only, on descriptions (LLaVA stage 1)
 //   2 "curriculum" projector + language model on scenes with few objects (single-object first)
 //   3 "full"      projector + language model on every question and description (LLaVA stage 2)
+//   4 "vision"    as "full" with the vision tower trainable too (0 steps unless asked for)
 // Each stage writes <out>/stages/<name>/ (metrics.jsonl, checkpoints/, done.json when finished); a
 // rerun skips finished stages and resumes an unfinished one from its last checkpoint. The result
 // is <out>/model: config, model.safetensors, tokenizer and processor files (llava-hf layout).
@@ -21,7 +22,7 @@ namespace p2dpo::world {
 
 struct BaseStage {
   std::string name;
-  std::string trainable;      // "lm" | "projector" | "projector+lm"
+  std::string trainable;      // "lm" | "projector" | "projector+lm" | "projector+lm+vision"
   std::string data;           // "text" | "descriptions" | "all"
   int max_objects = 0;        // > 0: only scenes with at most this many objects
   int64_t steps = 0;          // optimizer steps; 0 skips the stage

@@ -31,7 +31,7 @@ struct ClipTrainOptions {
   int threads = 0;  // torch intra-op threads; 0 = leave libtorch's default
   bool quiet = false;  // no progress lines on stderr
 
-  // Architecture (defaults: ViT 96/16 -> 36 patches, the base model's input side).
+  // Architecture (library defaults ViT 96/16; `p2dpo world train-clip` takes side and patch from world.json).
   int64_t image_size = 96, patch_size = 16;
   int64_t vision_width = 128, vision_layers = 4, vision_heads = 4;
   int64_t text_width = 128, text_layers = 4, text_heads = 4, text_positions = 32;
@@ -46,8 +46,8 @@ struct ClipTrainOptions {
   // one named object's shape swapped for another (colour and size kept, the new object absent from
   // the image), as NegCLIP does. The image->text loss must prefer the true text over it. Without
   // it the contrastive loss is mostly satisfied by colours (few batch texts differ only in a
-  // shape), and the tower that becomes the base model's eye tells shapes apart poorly. Off by
-  // default until a CLIP trained with it ships (the shipped one was trained without).
+  // shape), and the tower that becomes the base model's eye tells shapes apart poorly. The CLI
+  // turns it on (--no-hard-negatives off); the library default stays off so plain calls are HF's loss.
   bool hard_negatives = false;
 };
 
