@@ -212,8 +212,8 @@ TEST(AfrRun, WorldModelOnThreeScenes) {
   const auto r = run_afr(*model, opts);
   const int L = model->info().num_layers;
   ASSERT_EQ(r.samples.size(), 9u);
-  EXPECT_EQ(r.summary.grid_h, 6);
-  EXPECT_EQ(r.summary.grid_w, 6);
+  EXPECT_EQ(r.summary.grid_h, 8);  // 96 px / 12 px patches
+  EXPECT_EQ(r.summary.grid_w, 8);
   EXPECT_EQ(r.summary.pacc_layer, default_pacc_layer(L));
   EXPECT_EQ(r.summary.dropped, 0);  // world objects lie in the central square
   ASSERT_EQ(r.results["afr_per_layer"].size(), static_cast<size_t>(L));
@@ -243,7 +243,7 @@ TEST(AfrRun, WorldModelOnThreeScenes) {
                                                 {r.summary.pacc_layer}, {-1});
   const auto expected = alone.maps.at(r.summary.pacc_layer).select(0, 0);
   const auto kept = rows[0]["map_pacc_layer"].get<std::vector<float>>();
-  ASSERT_EQ(kept.size(), 36u);
+  ASSERT_EQ(kept.size(), 64u);
   for (size_t i = 0; i < kept.size(); ++i) EXPECT_NEAR(kept[i], expected[static_cast<int64_t>(i)].item<float>(), 1e-5);
 
   // Accuracy alone from the answers file agrees with the run.

@@ -364,7 +364,7 @@ TEST(PairsWorld, ShippedModelMakesCompletePairs) {
     EXPECT_GE(box[0], 0);
     EXPECT_LE(box[2], rec["width"].get<int>());
     EXPECT_LE(box[3], rec["height"].get<int>());
-    EXPECT_EQ(rec["attention"]["grid"], json::array({6, 6}));  // 96 px / 16 px patches
+    EXPECT_EQ(rec["attention"]["grid"], json::array({8, 8}));  // 96 px / 12 px patches
     for (const char* pair : {"focus", "robust"}) {
       EXPECT_FALSE(rec[pair]["chosen"].get<std::string>().empty()) << pair;
       EXPECT_GE(rec[pair]["chosen_ppl"].get<double>(), 1.0);
