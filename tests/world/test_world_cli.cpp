@@ -27,6 +27,12 @@ TEST(WorldCli, TheWholeChainRunsAndWritesAnHfModelThatPopeEvaluates) {
   auto clip = json_of(run_cli({"world", "train-clip", "--world", d + "/w", "--out", d + "/clip", "--steps", "3",
                                "--batch", "8", "--quiet", "--json"}, false));
   EXPECT_EQ(clip["steps_done"], 3);
+  // The CLIP takes the world's input geometry (world.json), and hard negatives are on by default.
+  const auto world_json = p2dpo::io::read_json_file(d + "/w/world.json");
+  const auto clip_config = p2dpo::io::read_json_file(d + "/clip/config.json");
+  EXPECT_EQ(clip_config["vision_config"]["patch_size"], world_json["model_input"]["patch_size"]);
+  EXPECT_EQ(clip_config["vision_config"]["image_size"], world_json["model_input"]["input_side"]);
+  EXPECT_EQ(p2dpo::io::read_json_file(d + "/clip/train_args.json")["options"]["hard_negatives"], true);
   auto sanity = json_of(run_cli({"world", "clip-sanity", "--clip", d + "/clip", "--world", d + "/w",
                                  "--max-questions", "10", "--out", d + "/sanity.json", "--json"}, false));
   EXPECT_GT(sanity["all"]["questions"].get<int64_t>(), 0);
