@@ -138,10 +138,17 @@ void add_world_train_clip(CLI::App& world) {
   cmd->add_flag("--no-augment", o->no_augment, "captions only: no existence questions or object crops");
   cmd->add_flag("--no-hard-negatives", o->no_hard_negatives,
                 "no shape-swapped hard-negative texts in the image->text loss (NegCLIP; on by default, it teaches the tower shapes)");
+  c.dense_aux_weight = 1.0;  // on from the CLI; the library default stays off
+  cmd->add_option("--dense-aux-weight", c.dense_aux_weight,
+                  "weight of the per-patch object-class loss on the tower's LLaVA feature layer (0 = off; needs the scenes)")
+      ->capture_default_str();
+  cmd->add_option("--dense-aux-layer", c.dense_aux_layer, "hidden-state index that loss reads (LLaVA's vision_feature_layer)")
+      ->capture_default_str();
   cmd->add_flag("--quiet", c.quiet, "no progress lines");
   cmd->add_flag("--json", o->json, "print the summary as JSON");
   cmd->callback([o]() {
     o->clip.seed = parse_seed(o->seed);
+    if (o->no_augment) o->clip.dense_aux_weight = 0;  // the labels come from the scenes
     o->clip.augment = !o->no_augment;
     o->clip.hard_negatives = !o->no_hard_negatives && !o->no_augment;  // they need the scenes
     // The world fixes the model's input geometry (its small objects are sized against the patch).
@@ -158,7 +165,8 @@ void add_world_train_clip(CLI::App& world) {
     nlohmann::json j{{"out", o->clip.out_dir}, {"steps_done", r.steps_done}, {"first_loss", r.first_loss},
                      {"last_loss", r.last_loss}, {"seconds", r.seconds}, {"pairs", r.num_pairs},
                      {"caption_pairs", r.num_caption_pairs}, {"question_pairs", r.num_question_pairs},
-                     {"crop_pairs", r.num_crop_pairs}};
+                     {"crop_pairs", r.num_crop_pairs}, {"dense_classes", r.num_dense_classes},
+                     {"dense_patch_accuracy", r.last_dense_accuracy}};
     print_result(j, o->json);
   });
 }

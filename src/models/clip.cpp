@@ -227,9 +227,12 @@ std::vector<torch::Tensor> ClipVisionTower::hidden_states(const torch::Tensor& p
   return hs;
 }
 
-torch::Tensor ClipVisionTower::pooled(const torch::Tensor& pixel_values) const {
+torch::Tensor ClipVisionTower::pooled(const torch::Tensor& pixel_values,
+                                      std::vector<torch::Tensor>* hidden_states_out) const {
   auto hs = hidden_states(pixel_values);
-  return post_layernorm(hs.back().select(1, 0));
+  auto out = post_layernorm(hs.back().select(1, 0));
+  if (hidden_states_out != nullptr) *hidden_states_out = std::move(hs);
+  return out;
 }
 
 void ClipVisionTower::collect_parameters(const std::string& prefix,
@@ -405,8 +408,9 @@ nlohmann::json clip_config_json(const io::ClipConfig& cfg, const ClipInitOptions
           {"vision_config", clip_vision_config_json(cfg.vision, init)}};
 }
 
-torch::Tensor ClipModel::image_features(const torch::Tensor& pixel_values) const {
-  return torch::linear(vision_->pooled(pixel_values), visual_projection);
+torch::Tensor ClipModel::image_features(const torch::Tensor& pixel_values,
+                                        std::vector<torch::Tensor>* hidden_states) const {
+  return torch::linear(vision_->pooled(pixel_values, hidden_states), visual_projection);
 }
 
 torch::Tensor ClipModel::text_features(const torch::Tensor& ids, const torch::Tensor& mask) const {

@@ -55,8 +55,9 @@ class ClipVisionTower {
   // only the first `num_layers` encoder layers (-1 = all).
   std::vector<torch::Tensor> hidden_states(const torch::Tensor& pixel_values, int num_layers = -1,
                                            std::vector<torch::Tensor>* attentions = nullptr) const;
-  // CLS token after post_layernorm (CLIP's pooled output).
-  torch::Tensor pooled(const torch::Tensor& pixel_values) const;
+  // CLS token after post_layernorm (CLIP's pooled output). When `hidden_states` is given, the
+  // pass's hidden states are also returned there (as hidden_states() gives them).
+  torch::Tensor pooled(const torch::Tensor& pixel_values, std::vector<torch::Tensor>* hidden_states = nullptr) const;
   const io::ClipVisionConfig& config() const { return cfg_; }
   int num_patches_per_side() const { return static_cast<int>(cfg_.image_size / cfg_.patch_size); }
   void collect_parameters(const std::string& prefix, std::map<std::string, torch::Tensor>& out) const;
@@ -112,7 +113,9 @@ class ClipModel {
   // CLIPModel.save_pretrained does; the tokenizer and processor files are the caller's.
   void save_pretrained(const std::string& dir, const ClipInitOptions& init = {}) const;
 
-  torch::Tensor image_features(const torch::Tensor& pixel_values) const;  // projected, unnormalised
+  // Projected, unnormalised; `hidden_states` as in ClipVisionTower::pooled (one pass for both).
+  torch::Tensor image_features(const torch::Tensor& pixel_values,
+                               std::vector<torch::Tensor>* hidden_states = nullptr) const;
   torch::Tensor text_features(const torch::Tensor& ids, const torch::Tensor& mask) const;
   // 100 * max(cos, 0) for every (text, image): [n_texts, n_images].
   torch::Tensor clip_score(const torch::Tensor& text_features, const torch::Tensor& image_features) const;

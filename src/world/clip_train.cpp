@@ -48,6 +48,10 @@ struct Data {
   std::vector<std::vector<std::string>> contents;   // per image: sorted object names (or caption keys)
   std::vector<TextInfo> texts;
   std::vector<Pair> pairs;
+  // Dense auxiliary labels per image (G*G class indices, 0 = background, -100 = ignored), empty
+  // for views without them (crops, worlds without scenes.jsonl, dense_aux_weight 0).
+  std::vector<std::vector<int64_t>> patch_labels;
+  std::vector<std::string> dense_classes;  // class k + 1 is dense_classes[k]
   std::vector<std::string> bpe_texts;  // every text plus corpus.txt, for the BPE vocabulary
   int64_t num_captions = 0, num_questions = 0, num_crops = 0, num_negatives = 0;
 
@@ -140,6 +144,7 @@ void validate(const ClipTrainOptions& o) {
 
 struct SceneObject {
   std::string name;
+  std::string cls;  // colour + shape ("red star"): the object's "class", or its name
   int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
 };
 
@@ -155,6 +160,7 @@ std::map<std::string, std::vector<SceneObject>> read_scene_objects(const std::st
     for (const auto& obj : io::get_required<nlohmann::json>(rows[i], "objects", path, ctx)) {
       SceneObject so;
       so.name = io::get_required<std::string>(obj, "name", path, ctx + ".objects");
+      so.cls = obj.contains("class") ? io::get_required<std::string>(obj, "class", path, ctx + ".objects") : so.name;
       const auto bb = io::get_required<std::vector<int>>(obj, "bbox", path, ctx + ".objects");
       if (bb.size() != 4) throw InputError(path, "field '" + ctx + ".objects.bbox': expected 4 numbers");
       so.x0 = bb[0];
@@ -287,11 +293,28 @@ Data load_data(const ClipTrainOptions& o, const image::ClipProcessorConfig& proc
   const auto t0 = std::chrono::steady_clock::now();
   const int crop_base = static_cast<int>(o.image_size);
   d.images.resize(image_paths.size());  // image i is images[i]; crops go after them
+  d.patch_labels.resize(image_paths.size());
+  if (o.dense_aux_weight > 0) {
+    for (const auto& [path, objects] : scene_objects) {
+      for (const auto& obj : objects) d.dense_classes.push_back(obj.cls);
+    }
+    std::sort(d.dense_classes.begin(), d.dense_classes.end());
+    d.dense_classes.erase(std::unique(d.dense_classes.begin(), d.dense_classes.end()), d.dense_classes.end());
+    if (d.dense_classes.empty()) {
+      throw InputError("--dense-aux-weight", "needs the world's scenes.jsonl with objects (" + o.world_dir + ")");
+    }
+  }
   for (size_t i = 0; i < image_paths.size(); ++i) {
     const std::string path = (fs::path(o.world_dir) / image_paths[i]).string();
     const auto decoded = image::decode_image_file(path);
     d.images[i] = image::preprocess_clip(decoded, proc, path).view;
     const auto so = scene_objects.find(image_paths[i]);
+    if (so != scene_objects.end() && !d.dense_classes.empty()) {
+      std::vector<DenseLabelObject> boxes;
+      for (const auto& obj : so->second) boxes.push_back({obj.cls, obj.x0, obj.y0, obj.x1, obj.y1});
+      d.patch_labels[i] = dense_patch_labels(boxes, decoded.width, decoded.height, o.image_size, o.patch_size,
+                                             d.dense_classes);
+    }
     if (so != scene_objects.end() && !so->second.empty()) {
       const auto& objects = so->second;
       const uint64_t h = splitmix64(o.seed ^ splitmix64(0x5CE4Eull + i));
@@ -314,6 +337,7 @@ Data load_data(const ClipTrainOptions& o, const image::ClipProcessorConfig& proc
       std::sort(inside.begin(), inside.end());
       if (std::binary_search(inside.begin(), inside.end(), target.name)) {
         d.images.push_back(image::preprocess_clip(crop_image(decoded, x0, y0, side), proc, path).view);
+        d.patch_labels.emplace_back();
         d.contents.push_back(std::move(inside));
         d.pairs.push_back({static_cast<int64_t>(d.images.size()) - 1, text_id("a " + target.name, target.name, {})});
         ++d.num_crops;
@@ -350,12 +374,21 @@ struct Batch {
   // K hard-negative texts follow the B texts in ids/mask; they only take part in the image->text
   // loss (image_targets' last K columns), as extra texts each image must rank below its own.
   int64_t num_negatives = 0;
+  torch::Tensor patch_labels;  // [B, G*G] int64 (-100 = ignored); undefined without dense labels
 };
 
 Batch make_batch(const Data& d, const std::vector<int64_t>& idx, const image::ClipProcessorConfig& proc,
-                 int64_t side, int64_t pad_id) {
+                 int64_t side, int64_t patch, int64_t pad_id) {
   const auto B = static_cast<int64_t>(idx.size());
   Batch b;
+  if (!d.dense_classes.empty()) {
+    const int64_t cells = (side / patch) * (side / patch);
+    b.patch_labels = torch::full({B, cells}, int64_t{-100}, torch::kLong);
+    for (int64_t r = 0; r < B; ++r) {
+      const auto& labels = d.patch_labels[static_cast<size_t>(d.pairs[static_cast<size_t>(idx[static_cast<size_t>(r)])].image)];
+      if (!labels.empty()) std::copy(labels.begin(), labels.end(), b.patch_labels[r].data_ptr<int64_t>());
+    }
+  }
   b.pixels = torch::empty({B, 3, side, side}, torch::kFloat32);
   // Texts: the batch's own, then its hard negatives.
   std::vector<int64_t> text_of;
@@ -400,11 +433,26 @@ Batch make_batch(const Data& d, const std::vector<int64_t>& idx, const image::Cl
 struct StepStats {
   torch::Tensor loss;
   double acc_t2i = 0, acc_i2t = 0;
+  double dense_loss = 0, dense_acc = 0;  // when the batch has dense labels
+  double dense_object_acc = 0;           // accuracy on the patches labelled with an object
 };
 
-// Symmetric InfoNCE (HF clip_loss) with soft targets over the batch's positives.
-StepStats contrastive_step(const models::ClipModel& model, const Batch& b) {
-  auto img = model.image_features(b.pixels);
+// The dense auxiliary head (ClipTrainOptions::dense_aux_weight): logits = h W^T + b over the
+// patch tokens of one hidden state. Zero-initialised (deterministic, and a linear probe needs no
+// symmetry breaking).
+struct DenseHead {
+  torch::Tensor weight, bias;  // [K, D], [K]
+  int layer = -2;
+  double weight_in_loss = 0;
+  bool defined() const { return weight.defined(); }
+};
+
+// Symmetric InfoNCE (HF clip_loss) with soft targets over the batch's positives, plus the dense
+// auxiliary cross-entropy when `head` is defined.
+StepStats contrastive_step(const models::ClipModel& model, const Batch& b, const DenseHead& head) {
+  std::vector<torch::Tensor> hidden;
+  const bool dense = head.defined() && b.patch_labels.defined();
+  auto img = model.image_features(b.pixels, dense ? &hidden : nullptr);
   auto txt = model.text_features(b.ids, b.mask);
   img = img / img.pow(2).sum(-1, true).sqrt();
   txt = txt / txt.pow(2).sum(-1, true).sqrt();
@@ -415,6 +463,25 @@ StepStats contrastive_step(const models::ClipModel& model, const Batch& b) {
   auto loss_i = -(b.image_targets * torch::log_softmax(logits_all.t(), 1)).sum(1).mean();
   StepStats s;
   s.loss = (loss_t + loss_i) / 2.0;
+  if (dense) {
+    const auto n = static_cast<int64_t>(hidden.size());
+    const auto& h = hidden[static_cast<size_t>(head.layer < 0 ? n + head.layer : head.layer)];
+    auto logits = torch::linear(h.narrow(1, 1, h.size(1) - 1), head.weight, head.bias);  // [B, G*G, K]
+    logits = logits.reshape({-1, logits.size(-1)});
+    const auto labels = b.patch_labels.reshape({-1});
+    const auto labelled = labels.ne(-100);
+    if (labelled.any().item<bool>()) {
+      auto ce = torch::nn::functional::cross_entropy(
+          logits, labels, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+      s.loss = s.loss + head.weight_in_loss * ce;
+      torch::NoGradGuard ng;
+      s.dense_loss = ce.item<double>();
+      const auto hit = logits.argmax(1).eq(labels).logical_and(labelled);
+      s.dense_acc = hit.sum().item<double>() / labelled.sum().item<double>();
+      const auto object = labels.gt(0);
+      s.dense_object_acc = hit.logical_and(object).sum().item<double>() / std::max(1.0, object.sum().item<double>());
+    }
+  }
   torch::NoGradGuard ng;
   const auto hit_t = b.text_targets.gather(1, logits_per_text.argmax(1).unsqueeze(1)) > 0;
   const auto hit_i = b.image_targets.gather(1, logits_all.t().argmax(1).unsqueeze(1)) > 0;
@@ -434,19 +501,21 @@ nlohmann::json options_json(const ClipTrainOptions& o) {
           {"text_layers", o.text_layers},   {"text_heads", o.text_heads},
           {"text_positions", o.text_positions}, {"projection_dim", o.projection_dim},
           {"bpe_merges", o.bpe_merges},     {"augment", o.augment},
-          {"hard_negatives", o.hard_negatives}};
+          {"hard_negatives", o.hard_negatives}, {"dense_aux_weight", o.dense_aux_weight},
+          {"dense_aux_layer", o.dense_aux_layer}};
 }
 
 // Model + optimizer + step into out/checkpoint-last, replaced as a whole: written to a sibling
 // temp dir first, so a crash leaves either the old or the new checkpoint.
-void save_checkpoint(const std::string& out_dir, const models::ClipModel& model, torch::optim::AdamW& opt,
-                     int64_t step, const ClipTrainOptions& o) {
+void save_checkpoint(const std::string& out_dir, const models::ClipModel& model, const DenseHead& head,
+                     torch::optim::AdamW& opt, int64_t step, const ClipTrainOptions& o) {
   const fs::path final_dir = fs::path(out_dir) / kCheckpointDir;
   const fs::path tmp = fs::path(out_dir) / (std::string(kCheckpointDir) + ".tmp");
   const fs::path old = fs::path(out_dir) / (std::string(kCheckpointDir) + ".old");
   fs::remove_all(tmp);
   model.save_pretrained(tmp.string());
   torch::save(opt, (tmp / "optimizer.pt").string());
+  if (head.defined()) torch::save(std::vector<torch::Tensor>{head.weight, head.bias}, (tmp / "dense_head.pt").string());
   io::write_json_atomic((tmp / "state.json").string(),
                         {{"step", step}, {"options", options_json(o)}});
   fs::remove_all(old);
@@ -476,6 +545,48 @@ void trim_metrics(const std::string& path, int64_t step) {
 }
 
 }  // namespace
+
+std::vector<int64_t> dense_patch_labels(const std::vector<DenseLabelObject>& objects, int width, int height,
+                                        int64_t side, int64_t patch, const std::vector<std::string>& classes) {
+  image::ClipProcessorConfig proc;  // the world CLIP's: short side to `side`, centre crop side x side
+  proc.shortest_edge = static_cast<int>(side);
+  proc.crop_height = proc.crop_width = static_cast<int>(side);
+  const auto hw = image::clip_resize_output_hw(height, width, proc);
+  const auto tl = image::center_crop_top_left(hw[0], hw[1], static_cast<int>(side), static_cast<int>(side));
+  const double sx = static_cast<double>(hw[1]) / width, sy = static_cast<double>(hw[0]) / height;
+  std::vector<int64_t> class_of;  // per object: 1 + its index in `classes`
+  for (const auto& obj : objects) {
+    const auto it = std::lower_bound(classes.begin(), classes.end(), obj.cls);
+    if (it == classes.end() || *it != obj.cls) throw InputError("scenes.jsonl", "unknown object class '" + obj.cls + "'");
+    class_of.push_back(1 + (it - classes.begin()));
+  }
+  const int64_t grid = side / patch;
+  std::vector<int64_t> labels(static_cast<size_t>(grid * grid), 0);
+  const double patch_area = static_cast<double>(patch * patch);
+  for (int64_t gy = 0; gy < grid; ++gy) {
+    for (int64_t gx = 0; gx < grid; ++gx) {
+      const double px0 = static_cast<double>(gx * patch), py0 = static_cast<double>(gy * patch);
+      double best = 0;
+      int64_t best_class = 0;
+      for (size_t k = 0; k < objects.size(); ++k) {
+        const auto& obj = objects[k];
+        const double x0 = obj.x0 * sx - tl[1], x1 = obj.x1 * sx - tl[1];
+        const double y0 = obj.y0 * sy - tl[0], y1 = obj.y1 * sy - tl[0];
+        const double ow = std::min(x1, px0 + static_cast<double>(patch)) - std::max(x0, px0);
+        const double oh = std::min(y1, py0 + static_cast<double>(patch)) - std::max(y0, py0);
+        if (ow <= 0 || oh <= 0) continue;
+        const double box_area = std::max((x1 - x0) * (y1 - y0), 1e-9);
+        const double share = ow * oh / std::min(patch_area, box_area);
+        if (share > best) {
+          best = share;
+          best_class = class_of[k];
+        }
+      }
+      labels[static_cast<size_t>(gy * grid + gx)] = best >= 0.5 ? best_class : best < 0.1 ? 0 : -100;
+    }
+  }
+  return labels;
+}
 
 io::ClipConfig world_clip_config(const ClipTrainOptions& o, int64_t vocab_size, int64_t bos_id, int64_t eos_id) {
   io::ClipConfig cfg;
@@ -561,9 +672,13 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
     const std::string state_file = (resume_from / "state.json").string();
     start_step = io::get_required<int64_t>(state, "step", state_file, "");
     const auto saved = io::get_required<nlohmann::json>(state, "options", state_file, "");
-    for (const char* key : {"seed", "batch", "augment", "hard_negatives"}) {
-      // Checkpoints from before hard negatives existed were trained without them.
-      const nlohmann::json absent = std::string(key) == "hard_negatives" ? nlohmann::json(false) : nlohmann::json();
+    for (const char* key : {"seed", "batch", "augment", "hard_negatives", "dense_aux_weight", "dense_aux_layer"}) {
+      // Checkpoints from before hard negatives / dense labels existed were trained without them.
+      const std::string k = key;
+      const nlohmann::json absent = k == "hard_negatives"     ? nlohmann::json(false)
+                                    : k == "dense_aux_weight" ? nlohmann::json(0.0)
+                                    : k == "dense_aux_layer"  ? nlohmann::json(-2)
+                                                              : nlohmann::json();
       if (saved.value(key, absent) != options_json(o)[key]) {
         throw InputError("--resume", std::string("the checkpoint was trained with a different ") + key + " (" +
                                          saved.value(key, absent).dump() + ")");
@@ -591,6 +706,31 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
     opt->betas({0.9, 0.98}).eps(1e-6).weight_decay(wd);
     return opt;
   };
+  DenseHead head;
+  if (!data.dense_classes.empty()) {
+    const auto K = static_cast<int64_t>(data.dense_classes.size()) + 1;
+    head.weight = torch::zeros({K, o.vision_width}, torch::kFloat32);
+    head.bias = torch::zeros({K}, torch::kFloat32);
+    if (o.resume) {
+      const fs::path head_file = resume_from / "dense_head.pt";
+      if (!fs::exists(head_file)) throw InputError("--resume", "no dense_head.pt in " + resume_from.string());
+      std::vector<torch::Tensor> saved;
+      torch::load(saved, head_file.string());
+      if (saved.size() != 2 || !saved[0].sizes().equals(head.weight.sizes()) || !saved[1].sizes().equals(head.bias.sizes())) {
+        throw InputError(head_file.string(), "dense head shape differs from this world's classes");
+      }
+      head.weight = saved[0];
+      head.bias = saved[1];
+    }
+    head.weight.requires_grad_(true);
+    head.bias.requires_grad_(true);
+    head.layer = o.dense_aux_layer;
+    head.weight_in_loss = o.dense_aux_weight;
+    decay.push_back(head.weight);
+    no_decay.push_back(head.bias);
+    all.push_back(head.weight);
+    all.push_back(head.bias);
+  }
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(decay, options_for(o.weight_decay));
   groups.emplace_back(no_decay, options_for(0.0));
@@ -609,6 +749,7 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
                          {"num_pairs", data.pairs.size()}, {"num_images", data.images.size()},
                          {"num_caption_pairs", data.num_captions}, {"num_question_pairs", data.num_questions},
                          {"num_crop_pairs", data.num_crops}, {"num_hard_negatives", data.num_negatives},
+                         {"dense_classes", data.dense_classes},
                          {"torch_threads", torch::get_num_threads()}});
 
   ClipTrainResult result;
@@ -618,10 +759,12 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
   result.num_question_pairs = data.num_questions;
   result.num_crop_pairs = data.num_crops;
   result.num_hard_negatives = data.num_negatives;
+  result.num_dense_classes = head.defined() ? static_cast<int64_t>(data.dense_classes.size()) + 1 : 0;
   Sampler sampler(result.num_pairs, o.batch, o.seed);
   const double max_log_scale = std::log(100.0);
   const auto t0 = std::chrono::steady_clock::now();
-  double window_loss = 0, window_t2i = 0, window_i2t = 0, grad_norm = 0;
+  double window_loss = 0, window_t2i = 0, window_i2t = 0, window_dense_loss = 0, window_dense_acc = 0, window_dense_object_acc = 0,
+         grad_norm = 0;
   int64_t window_n = 0;
   bool first_window = true;
   int64_t step = start_step;
@@ -629,9 +772,9 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
   for (; step < end_step; ++step) {
     const double lr = lr_at(step, o);
     for (auto& g : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-    const Batch batch = make_batch(data, sampler.batch_at(step), proc, o.image_size, tok.pad_id());
+    const Batch batch = make_batch(data, sampler.batch_at(step), proc, o.image_size, o.patch_size, tok.pad_id());
     optimizer.zero_grad();
-    StepStats s = contrastive_step(*model, batch);
+    StepStats s = contrastive_step(*model, batch, head);
     s.loss.backward();
     if (o.max_grad_norm > 0) grad_norm = torch::nn::utils::clip_grad_norm_(all, o.max_grad_norm);
     optimizer.step();
@@ -642,6 +785,9 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
     window_loss += s.loss.item<double>();
     window_t2i += s.acc_t2i;
     window_i2t += s.acc_i2t;
+    window_dense_loss += s.dense_loss;
+    window_dense_acc += s.dense_acc;
+    window_dense_object_acc += s.dense_object_acc;
     ++window_n;
 
     const int64_t done = step + 1;
@@ -654,7 +800,9 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
         first_window = false;
       }
       result.last_loss = mean_loss;
-      metrics.write({{"step", done},
+      const double n = static_cast<double>(window_n);
+      result.last_dense_accuracy = window_dense_acc / n;
+      nlohmann::json row = {{"step", done},
                      {"loss", mean_loss},
                      {"acc_text_to_image", window_t2i / static_cast<double>(window_n)},
                      {"acc_image_to_text", window_i2t / static_cast<double>(window_n)},
@@ -662,25 +810,34 @@ ClipTrainResult train_world_clip(const ClipTrainOptions& o) {
                      {"lr", lr},
                      {"grad_norm", grad_norm},
                      {"elapsed_s", elapsed},
-                     {"steps_per_s", rate}});
+                     {"steps_per_s", rate}};
+      if (head.defined()) {
+        row["dense_loss"] = window_dense_loss / n;
+        row["dense_patch_accuracy"] = window_dense_acc / n;
+        row["dense_object_patch_accuracy"] = window_dense_object_acc / n;
+      }
+      metrics.write(row);
       if (!o.quiet) {
-        std::fprintf(stderr, "train-clip: step %lld/%lld loss %.4f acc %.3f/%.3f scale %.1f lr %.2e | %.2f step/s, ETA %s\n",
+        char dense_part[64] = "";
+        if (head.defined()) std::snprintf(dense_part, sizeof dense_part, " patches %.3f (objects %.3f)", window_dense_acc / n,
+                                          window_dense_object_acc / n);
+        std::fprintf(stderr, "train-clip: step %lld/%lld loss %.4f acc %.3f/%.3f%s scale %.1f lr %.2e | %.2f step/s, ETA %s\n",
                      static_cast<long long>(done), static_cast<long long>(o.steps), mean_loss,
-                     window_t2i / static_cast<double>(window_n), window_i2t / static_cast<double>(window_n),
+                     window_t2i / n, window_i2t / n, dense_part,
                      std::exp(model->logit_scale()), lr, rate,
                      format_duration(static_cast<double>(o.steps - done) / std::max(rate, 1e-9)).c_str());
       }
-      window_loss = window_t2i = window_i2t = 0;
+      window_loss = window_t2i = window_i2t = window_dense_loss = window_dense_acc = window_dense_object_acc = 0;
       window_n = 0;
     }
-    if (done % o.checkpoint_every == 0 && done != end_step) save_checkpoint(o.out_dir, *model, optimizer, done, o);
+    if (done % o.checkpoint_every == 0 && done != end_step) save_checkpoint(o.out_dir, *model, head, optimizer, done, o);
   }
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   result.steps_done = step;
   result.steps_this_run = step - start_step;
   metrics.close();
 
-  save_checkpoint(o.out_dir, *model, optimizer, step, o);
+  save_checkpoint(o.out_dir, *model, head, optimizer, step, o);
   model->save_pretrained(o.out_dir);
   return result;
 }

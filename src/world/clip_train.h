@@ -49,6 +49,18 @@ struct ClipTrainOptions {
   // shape), and the tower that becomes the base model's eye tells shapes apart poorly. The CLI
   // turns it on (--no-hard-negatives off); the library default stays off so plain calls are HF's loss.
   bool hard_negatives = false;
+  // With the world's scenes.jsonl: dense auxiliary supervision of the patch tokens that LLaVA reads.
+  // A linear head on hidden state `dense_aux_layer` (HF hidden_states index; -2 is LLaVA-1.5's
+  // vision_feature_layer) classifies each patch of a whole-image view as the object class
+  // ("red star", from the exact boxes mapped through the processor's resize and crop) covering it,
+  // or background; the cross-entropy is added to the contrastive loss with this weight (0 = off).
+  // Why: contrastive captions alone leave the tokens coding colour far better than shape, and the
+  // base model then answers "is there a red star" from the colour (measured: 52 % "yes" when the
+  // only red object is a large one of another shape). Real CLIP learnt localised object features
+  // from 400M pairs; the world's CLIP has 6000 images, and its labels are exact. The head is not
+  // part of the HF checkpoint (it lives in checkpoint-last/ for resume only). The CLI turns it on.
+  double dense_aux_weight = 0.0;
+  int dense_aux_layer = -2;
 };
 
 struct ClipTrainResult {
@@ -61,7 +73,25 @@ struct ClipTrainResult {
   int64_t num_images = 0;     // distinct views (images + crops)
   int64_t num_caption_pairs = 0, num_question_pairs = 0, num_crop_pairs = 0;
   int64_t num_hard_negatives = 0;  // pairs with a shape-swapped negative text (hard_negatives)
+  int64_t num_dense_classes = 0;   // dense_aux_weight > 0: object classes + background
+  double last_dense_accuracy = 0;  // patch accuracy over labelled patches, last log window
 };
+
+// One object of a scene, for dense_patch_labels: its class ("red star") and box in original pixels
+// ([x0, x1) x [y0, y1)).
+struct DenseLabelObject {
+  std::string cls;
+  int x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+};
+
+// The dense auxiliary labels of one whole-image view (ClipTrainOptions::dense_aux_weight), row-major
+// over the (side / patch)^2 patches of the processed input: the object boxes are mapped through the
+// world CLIP processor's resize (short side to `side`) and centre crop; a patch gets 1 + the index
+// in `sorted_classes` of the object covering at least half of it (or lying at least half inside it,
+// for objects smaller than a patch), 0 (background) when no object covers a tenth of it, and -100
+// (ignored by the loss) in between.
+std::vector<int64_t> dense_patch_labels(const std::vector<DenseLabelObject>& objects, int width, int height,
+                                        int64_t side, int64_t patch, const std::vector<std::string>& sorted_classes);
 
 // The architecture `opts` asks for, with the tokenizer's vocabulary size and special ids.
 io::ClipConfig world_clip_config(const ClipTrainOptions& opts, int64_t vocab_size, int64_t bos_id, int64_t eos_id);
