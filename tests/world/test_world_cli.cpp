@@ -33,6 +33,10 @@ TEST(WorldCli, TheWholeChainRunsAndWritesAnHfModelThatPopeEvaluates) {
   EXPECT_EQ(clip_config["vision_config"]["patch_size"], world_json["model_input"]["patch_size"]);
   EXPECT_EQ(clip_config["vision_config"]["image_size"], world_json["model_input"]["input_side"]);
   EXPECT_EQ(p2dpo::io::read_json_file(d + "/clip/train_args.json")["options"]["hard_negatives"], true);
+  // ... and so is the dense per-patch class loss (the world has 16 classes at most, + background).
+  EXPECT_EQ(p2dpo::io::read_json_file(d + "/clip/train_args.json")["options"]["dense_aux_weight"], 1.0);
+  EXPECT_GT(clip["dense_classes"].get<int64_t>(), 1);
+  EXPECT_LE(clip["dense_classes"].get<int64_t>(), 17);
   auto sanity = json_of(run_cli({"world", "clip-sanity", "--clip", d + "/clip", "--world", d + "/w",
                                  "--max-questions", "10", "--out", d + "/sanity.json", "--json"}, false));
   EXPECT_GT(sanity["all"]["questions"].get<int64_t>(), 0);
@@ -51,6 +55,22 @@ TEST(WorldCli, TheWholeChainRunsAndWritesAnHfModelThatPopeEvaluates) {
   auto bad = run_cli({"world", "train-base", "--world", d + "/w", "--clip", d + "/clip", "--out", d + "/b2"});
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.out.find("--tokenizer"), std::string::npos) << bad.out;
+  // A world.json without model_input (an older world): train-clip names the file and the field,
+  // and the explicit geometry flags still work.
+  auto world = p2dpo::io::read_json_file(d + "/w/world.json");
+  world.erase("model_input");
+  p2dpo::io::write_json_atomic(d + "/w/world.json", world);
+  auto no_geometry = run_cli({"world", "train-clip", "--world", d + "/w", "--out", d + "/clip2", "--steps", "1",
+                              "--batch", "8", "--quiet"});
+  EXPECT_NE(no_geometry.status, 0);
+  EXPECT_NE(no_geometry.out.find("world.json"), std::string::npos) << no_geometry.out;
+  EXPECT_NE(no_geometry.out.find("model_input.input_side"), std::string::npos) << no_geometry.out;
+  EXPECT_FALSE(std::filesystem::exists(d + "/clip2/model.safetensors"));
+  auto explicit_geometry = json_of(run_cli({"world", "train-clip", "--world", d + "/w", "--out", d + "/clip2", "--steps",
+                                            "1", "--batch", "8", "--image-size", "32", "--patch-size", "8", "--quiet",
+                                            "--json"}, false));
+  EXPECT_EQ(explicit_geometry["steps_done"], 1);
+  EXPECT_EQ(p2dpo::io::read_json_file(d + "/clip2/config.json")["vision_config"]["image_size"], 32);
 }
 
 }  // namespace
