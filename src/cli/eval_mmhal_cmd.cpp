@@ -69,8 +69,8 @@ void register_eval_mmhal(CLI::App& eval) {
                 "use a judge template whose sha256 differs from the official one (recorded, warned)");
   cmd->add_option("--judge-config", o->judge_config_file,
                   "JSON {url, model, api_key, timeout_s, max_retries, backoff_s, max_tokens, interval_s}; flags "
-                  "override it, it overrides the environment (P2DPO_JUDGE_URL, P2DPO_JUDGE_MODEL, "
-                  "P2DPO_JUDGE_API_KEY or OPENAI_API_KEY, P2DPO_JUDGE_TIMEOUT_S, P2DPO_JUDGE_MAX_RETRIES)");
+                  "override it, it overrides the environment (JUDGE_BASE_URL, JUDGE_MODEL, JUDGE_API_KEY or "
+                  "OPENAI_API_KEY, JUDGE_TIMEOUT_S, JUDGE_MAX_RETRIES; a P2DPO_JUDGE_* twin wins, P2DPO_JUDGE_URL for the URL)");
   cmd->add_option("--judge-url", o->judge_url, "base URL of the chat-completions API (default https://api.openai.com/v1)");
   cmd->add_option("--judge-model", o->judge_model, "judge model (default gpt-4-0314, the official one)");
   cmd->add_option("--judge-timeout", o->judge_timeout, "seconds per request (default 120)");

@@ -107,19 +107,30 @@ bool retryable_status(long status) { return status == 429 || status >= 500; }
 }  // namespace
 
 void apply_judge_environment(JudgeConfig& cfg) {
-  if (const char* v = env("P2DPO_JUDGE_URL")) cfg.url = v;
-  if (const char* v = env("P2DPO_JUDGE_MODEL")) cfg.model = v;
-  if (const char* v = env("P2DPO_JUDGE_API_KEY")) {
+  // The first set variable of each list wins: p2dpo's own name, then the evaluation spec's (§6.4),
+  // then (for the key) the OpenAI SDK's.
+  auto first = [](std::initializer_list<const char*> names, std::string* used = nullptr) -> const char* {
+    for (const char* n : names) {
+      if (const char* v = env(n)) {
+        if (used != nullptr) *used = n;
+        return v;
+      }
+    }
+    return nullptr;
+  };
+  if (const char* v = first({"P2DPO_JUDGE_URL", "JUDGE_BASE_URL"})) cfg.url = v;
+  if (const char* v = first({"P2DPO_JUDGE_MODEL", "JUDGE_MODEL"})) cfg.model = v;
+  std::string used;
+  if (const char* v = first({"P2DPO_JUDGE_API_KEY", "JUDGE_API_KEY", "OPENAI_API_KEY"}, &used)) {
     cfg.api_key = v;
-    cfg.api_key_source = "env P2DPO_JUDGE_API_KEY";
-  } else if (const char* k = env("OPENAI_API_KEY")) {
-    cfg.api_key = k;
-    cfg.api_key_source = "env OPENAI_API_KEY";
+    cfg.api_key_source = "env " + used;
   }
-  if (const char* v = env("P2DPO_JUDGE_TIMEOUT_S")) cfg.timeout_s = parse_env_number("P2DPO_JUDGE_TIMEOUT_S", v);
-  if (const char* v = env("P2DPO_JUDGE_MAX_RETRIES")) {
-    const double n = parse_env_number("P2DPO_JUDGE_MAX_RETRIES", v);
-    if (n != std::floor(n) || n < 0 || n > 1000) throw InputError("P2DPO_JUDGE_MAX_RETRIES", fmt::format("'{}' is not a count", v));
+  if (const char* v = first({"P2DPO_JUDGE_TIMEOUT_S", "JUDGE_TIMEOUT_S"}, &used)) {
+    cfg.timeout_s = parse_env_number(used.c_str(), v);
+  }
+  if (const char* v = first({"P2DPO_JUDGE_MAX_RETRIES", "JUDGE_MAX_RETRIES"}, &used)) {
+    const double n = parse_env_number(used.c_str(), v);
+    if (n != std::floor(n) || n < 0 || n > 1000) throw InputError(used, fmt::format("'{}' is not a count", v));
     cfg.max_retries = static_cast<int>(n);
   }
 }

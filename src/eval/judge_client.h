@@ -25,9 +25,11 @@ struct JudgeConfig {
   std::string api_key_source = "none";  // where the key came from (recorded; the key never is)
 };
 
-// Fills `cfg` from the environment: P2DPO_JUDGE_URL, P2DPO_JUDGE_MODEL, P2DPO_JUDGE_API_KEY (else
-// OPENAI_API_KEY), P2DPO_JUDGE_TIMEOUT_S, P2DPO_JUDGE_MAX_RETRIES; unset variables leave the field.
-// A malformed number throws InputError naming the variable.
+// Fills `cfg` from the environment, the first set name of each list winning: P2DPO_JUDGE_URL or
+// JUDGE_BASE_URL; P2DPO_JUDGE_MODEL or JUDGE_MODEL; P2DPO_JUDGE_API_KEY, JUDGE_API_KEY or
+// OPENAI_API_KEY; P2DPO_JUDGE_TIMEOUT_S or JUDGE_TIMEOUT_S; P2DPO_JUDGE_MAX_RETRIES or
+// JUDGE_MAX_RETRIES (the JUDGE_* names are the evaluation spec's, §6.4). Unset or empty variables
+// leave the field. A malformed number throws InputError naming the variable.
 void apply_judge_environment(JudgeConfig& cfg);
 // Fills `cfg` from a JSON config file {"url", "model", "api_key", "timeout_s", "max_retries",
 // "backoff_s", "max_tokens", "interval_s"} (every key optional; unknown keys are refused).

@@ -220,6 +220,28 @@ TEST(MmhalJudgeConfig, EnvironmentFileAndChecks) {
   for (const char* v : {"P2DPO_JUDGE_URL", "P2DPO_JUDGE_MODEL", "P2DPO_JUDGE_API_KEY", "OPENAI_API_KEY",
                         "P2DPO_JUDGE_MAX_RETRIES", "P2DPO_JUDGE_TIMEOUT_S"})
     ::unsetenv(v);
+  // The evaluation spec's names (§6.4) work too, under p2dpo's own.
+  ::setenv("JUDGE_BASE_URL", "http://127.0.0.1:9/v1", 1);
+  ::setenv("JUDGE_MODEL", "spec-judge", 1);
+  ::setenv("JUDGE_API_KEY", "sk-spec", 1);
+  ::setenv("OPENAI_API_KEY", "sk-openai", 1);
+  ::setenv("JUDGE_TIMEOUT_S", "30", 1);
+  ::setenv("JUDGE_MAX_RETRIES", "3", 1);
+  JudgeConfig spec;
+  apply_judge_environment(spec);
+  EXPECT_EQ(spec.url, "http://127.0.0.1:9/v1");
+  EXPECT_EQ(spec.model, "spec-judge");
+  EXPECT_EQ(spec.api_key, "sk-spec") << "JUDGE_API_KEY wins over OPENAI_API_KEY";
+  EXPECT_EQ(spec.api_key_source, "env JUDGE_API_KEY");
+  EXPECT_EQ(spec.timeout_s, 30.0);
+  EXPECT_EQ(spec.max_retries, 3);
+  ::setenv("P2DPO_JUDGE_MODEL", "p2dpo-judge", 1);
+  ::setenv("JUDGE_MAX_RETRIES", "2.5", 1);
+  EXPECT_TRUE(contains(error_of([&] { apply_judge_environment(spec); }), "JUDGE_MAX_RETRIES: '2.5' is not a count"));
+  EXPECT_EQ(spec.model, "p2dpo-judge") << "p2dpo's own name wins";
+  for (const char* v : {"JUDGE_BASE_URL", "JUDGE_MODEL", "JUDGE_API_KEY", "OPENAI_API_KEY", "JUDGE_TIMEOUT_S",
+                        "JUDGE_MAX_RETRIES", "P2DPO_JUDGE_MODEL"})
+    ::unsetenv(v);
 
   const std::string dir = scratch_dir("mmhal_judge_config");
   p2dpo::io::write_file_atomic(dir + "/judge.json",
