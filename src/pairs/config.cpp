@@ -46,7 +46,8 @@ json PairsConfig::to_json() const {
                  {"percentile_low", filter.percentile_low},
                  {"percentile_high", filter.percentile_high},
                  {"drop_identical", filter.drop_identical},
-                 {"max_erased_share", filter.max_erased_share}};
+                 {"max_erased_share", filter.max_erased_share},
+                 {"max_length_ratio", filter.max_length_ratio}};
   j["ddw"] = {{"enabled", ddw.enabled}, {"w_base", ddw.w_base}, {"alpha_max", ddw.alpha_max}, {"tau", ddw.tau}, {"eps", ddw.eps}};
   j["batch_size"] = batch_size;
   j["heatmaps"] = heatmaps;
@@ -189,6 +190,7 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
   c.filter.percentile_high = f.at("percentile_high");
   c.filter.drop_identical = f.at("drop_identical");
   c.filter.max_erased_share = f.at("max_erased_share");
+  c.filter.max_length_ratio = f.value("max_length_ratio", 0.0);  // absent from configs written before it
   const auto& d = j.at("ddw");
   c.ddw.enabled = d.at("enabled");
   c.ddw.w_base = d.at("w_base");
@@ -229,6 +231,8 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
     throw InputError(path, "key 'prompt.template' has no image slot '" + c.prompt.image_marker + "'");
   if (c.prompt.template_.find("{question}") == std::string::npos)
     throw InputError(path, "key 'prompt.template' has no {question}");
+  if (c.filter.max_length_ratio != 0 && !(c.filter.max_length_ratio >= 1))
+    throw InputError(path, "key 'filter.max_length_ratio' must be 0 (off) or >= 1, got " + std::to_string(c.filter.max_length_ratio));
   if (c.filter.margin_low > c.filter.margin_high) throw InputError(path, "key 'filter.margin_low' is above 'filter.margin_high'");
   if (!(c.filter.percentile_low >= 0 && c.filter.percentile_low < c.filter.percentile_high && c.filter.percentile_high <= 100))
     throw InputError(path, "keys 'filter.percentile_low/high' must satisfy 0 <= low < high <= 100");

@@ -9,7 +9,7 @@ namespace p2dpo::pairs {
 namespace {
 
 const char* const kReasons[] = {"kept",        "identical",  "empty",       "ppl",
-                                "margin_low",  "margin_high", "erased_share"};
+                                "margin_low",  "margin_high", "erased_share", "length_ratio"};
 
 // Percentile of values already sorted ascending (numpy's 'linear' method).
 double percentile_sorted(const std::vector<double>& v, double q) {
@@ -131,6 +131,7 @@ FilterDecision decide(const PairCandidate& c, const FilterConfig& cfg, const Mar
   if (c.empty_response) return drop("empty");
   if (cfg.drop_identical && c.identical_texts) return drop("identical");
   if (cfg.max_erased_share > 0 && c.erased_share > cfg.max_erased_share) return drop("erased_share");
+  if (cfg.max_length_ratio > 0 && !(c.length_ratio <= cfg.max_length_ratio)) return drop("length_ratio");
   // Written so that NaN fails each test (a comparison with NaN is false).
   if (!(c.chosen_ppl < cfg.max_ppl && c.rejected_ppl < cfg.max_ppl)) return drop("ppl");
   if (!(d.margin >= t.low)) return drop("margin_low");

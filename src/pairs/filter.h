@@ -36,6 +36,11 @@ struct FilterConfig {
   double percentile_low = 2.5, percentile_high = 97.5;
   bool drop_identical = true;
   double max_erased_share = 0.0;  // > 0: drop pairs whose erased box covers more than this share
+  // > 0: drop pairs where, in the focus or the robustness pair, the longer response has more than
+  // this many times the tokens of the shorter. Off in both presets (the paper has no such rule).
+  // Why it exists: DPO's summed log-probs reward ending early, and on the world both pair types
+  // prefer the shorter answer (focus 8 vs 15 words, robust 15 vs 25), so training learns "say less".
+  double max_length_ratio = 0.0;
 };
 
 struct MarginThresholds {
@@ -60,6 +65,7 @@ struct PairCandidate {
   double chosen_ppl, rejected_ppl;
   bool identical_texts = false;
   double erased_share = 0.0;  // erased box area / image area
+  double length_ratio = 1.0;  // max over both pair types of longer / shorter response (tokens)
   bool empty_response = false;
   double margin() const { return chosen_logp_mean - rejected_logp_mean; }
 };
@@ -69,13 +75,14 @@ std::vector<double> margins_for_thresholds(const std::vector<PairCandidate>& can
 
 struct FilterDecision {
   bool keep = false;
-  // "kept", "identical", "empty", "ppl", "margin_low", "margin_high", "erased_share"
+  // "kept", "identical", "empty", "ppl", "margin_low", "margin_high", "erased_share", "length_ratio"
   std::string reason;
   double margin = 0.0;  // chosen_logp_mean - rejected_logp_mean (recorded for dropped pairs too)
 };
 
 // Checks in this order, the first failing one naming the reason: empty response; identical texts
-// (if drop_identical); erased share > max_erased_share (if > 0); max(PPL_w, PPL_l) < max_ppl
+// (if drop_identical); erased share > max_erased_share (if > 0); length ratio > max_length_ratio
+// (if > 0); max(PPL_w, PPL_l) < max_ppl
 // (strict, as the paper; a NaN PPL fails); low <= margin (inclusive, as filter_pairs.py; a NaN
 // margin fails here); margin <= high.
 FilterDecision decide(const PairCandidate& c, const FilterConfig& cfg, const MarginThresholds& t);

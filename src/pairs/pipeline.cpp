@@ -441,6 +441,11 @@ PairCandidate candidate_of(const json& r) {
   c.empty_response = f.at("chosen").get<std::string>().empty() || f.at("rejected").get<std::string>().empty() ||
                      rb.at("chosen").get<std::string>().empty() || rb.at("rejected").get<std::string>().empty();
   c.erased_share = r.at("erased_share");
+  auto ratio = [](const json& pair) {
+    const double a = pair.value("chosen_tokens", 0.0), b = pair.value("rejected_tokens", 0.0);
+    return std::max(a, b) / std::max(1.0, std::min(a, b));
+  };
+  c.length_ratio = std::max(ratio(f), ratio(rb));
   return c;
 }
 

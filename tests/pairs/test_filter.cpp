@@ -102,6 +102,15 @@ TEST(PairFilterDecide, EachReason) {
   wide.erased_share = 0.5;  // "more than" the share
   EXPECT_TRUE(decide(wide, erased, t).keep);
 
+  auto uneven = candidate(-0.5, -0.5, 1.6, 1.6);
+  uneven.length_ratio = 2.5;
+  EXPECT_TRUE(decide(uneven, cfg, t).keep);  // max_length_ratio 0: check off (both presets)
+  FilterConfig matched = cfg;
+  matched.max_length_ratio = 2.0;
+  EXPECT_EQ(decide(uneven, matched, t).reason, "length_ratio");
+  uneven.length_ratio = 2.0;  // "more than" the ratio
+  EXPECT_TRUE(decide(uneven, matched, t).keep);
+
   EXPECT_EQ(decide(candidate(-0.5, -0.5, 2.5, 1.0), cfg, t).reason, "ppl");  // strict <
   EXPECT_EQ(decide(candidate(-0.5, -0.5, 1.0, 2.7), cfg, t).reason, "ppl");
   EXPECT_EQ(decide(candidate(-0.5, -0.5, kNan, 1.0), cfg, t).reason, "ppl");

@@ -171,6 +171,44 @@ TEST(PairsPipeline, RecordsStatsAndResume) {
   EXPECT_TRUE(stats.contains("table3_ips"));
   EXPECT_EQ(stats["kept"].get<int>(), static_cast<int>(io::read_jsonl_file(full + "/filtered.jsonl").size()));
 
+  // The optional length-ratio filter (off in the preset): a pair whose longer response has more
+  // than max_length_ratio times the tokens of the shorter is dropped with reason "length_ratio".
+  {
+    const std::string lr = test::scratch_dir("pairs_length_ratio");
+    fs::copy_file(full + "/manifest.json", lr + "/manifest.json");
+    auto generated = io::read_jsonl_file(full + "/generated.jsonl");
+    ASSERT_EQ(generated.size(), 5u);
+    generated[0]["focus"]["rejected_tokens"] = 3 * generated[0]["focus"]["chosen_tokens"].get<int64_t>();
+    generated[1]["robust"]["chosen_tokens"] = 3 * generated[1]["robust"]["rejected_tokens"].get<int64_t>();
+    std::string lines;
+    for (const auto& g : generated) lines += g.dump() + "\n";
+    io::write_file_atomic(lr + "/generated.jsonl", lines);
+    auto strict = cfg;
+    strict.filter.max_length_ratio = 2.0;
+    finalize_pairs(lr, strict);
+    const auto filtered = io::read_jsonl_file(lr + "/pairs.jsonl");
+    ASSERT_EQ(filtered.size(), 5u);
+    for (size_t i = 0; i < filtered.size(); ++i) {
+      const std::string before = recs[i]["filter"]["reason"], after = filtered[i]["filter"]["reason"];
+      const bool earlier_reason = before == "empty" || before == "identical";
+      const bool edited = i < 2;
+      if (edited && !earlier_reason) {
+        EXPECT_EQ(after, "length_ratio") << i;
+      } else if (!edited) {
+        // The others' lengths are as generated: their decision only changes if they are that uneven.
+        const auto& f = filtered[i]["focus"];
+        const double a = f["chosen_tokens"].get<double>(), b = f["rejected_tokens"].get<double>();
+        if (std::max(a, b) <= 2 * std::max(1.0, std::min(a, b))) EXPECT_EQ(after, before) << i;
+      }
+    }
+    EXPECT_EQ(io::read_json_file(lr + "/stats.json")["table5_filter"]["counts"].contains("length_ratio"), true);
+    const auto bad = write_text(lr, "bad.json", json{{"filter", {{"max_length_ratio", 0.5}}}}.dump());
+    EXPECT_NE(test::error_of([&] { load_pairs_config(bad); }).find("max_length_ratio"), std::string::npos);
+    const auto good = write_text(lr, "good.json", json{{"filter", {{"max_length_ratio", 1.5}}}}.dump());
+    EXPECT_EQ(load_pairs_config(good).filter.max_length_ratio, 1.5);
+    EXPECT_EQ(preset_config("paper").filter.max_length_ratio, 0.0);
+  }
+
   // Stopped after one batch (2 samples), then resumed: the same files.
   const std::string part = test::scratch_dir("pairs_part");
   auto opt = tiny_options(part, 5);
