@@ -246,6 +246,23 @@ ClipTrainOptions tiny_train_options(const std::string& world, const std::string&
   return o;
 }
 
+// Trains `full` in one run, then the same options into `split_dir` stopped after `stop_after`
+// steps and resumed, and expects identical weights. Returns the resumed run's options.
+ClipTrainOptions expect_split_run_matches(const ClipTrainOptions& full, const std::string& split_dir, int64_t stop_after) {
+  train_world_clip(full);
+  auto split = full;
+  split.out_dir = split_dir;
+  split.stop_after = stop_after;
+  EXPECT_EQ(train_world_clip(split).steps_done, stop_after);
+  split.stop_after = -1;
+  split.resume = true;
+  const auto second = train_world_clip(split);
+  EXPECT_EQ(second.steps_done, full.steps);
+  EXPECT_EQ(second.steps_this_run, full.steps - stop_after);
+  EXPECT_EQ(io::read_file(full.out_dir + "/model.safetensors"), io::read_file(split.out_dir + "/model.safetensors"));
+  return split;
+}
+
 TEST(WorldClipTrain, FewStepsLowerTheLossAndSaveAnHfCheckpoint) {
   const std::string dir = test::scratch_dir("clip-train");
   const std::string world = make_tiny_world(dir + "/world", 3);
@@ -363,19 +380,7 @@ TEST(WorldClipTrain, ResumeContinuesBitIdentically) {
   auto full = tiny_train_options(world, dir + "/full");
   full.steps = 10;
   full.batch = 8;
-  train_world_clip(full);
-
-  auto split = full;
-  split.out_dir = dir + "/split";
-  split.stop_after = 4;
-  const auto first = train_world_clip(split);
-  EXPECT_EQ(first.steps_done, 4);
-  split.stop_after = -1;
-  split.resume = true;
-  const auto second = train_world_clip(split);
-  EXPECT_EQ(second.steps_done, 10);
-  EXPECT_EQ(second.steps_this_run, 6);
-  EXPECT_EQ(io::read_file(full.out_dir + "/model.safetensors"), io::read_file(split.out_dir + "/model.safetensors"));
+  const auto split = expect_split_run_matches(full, dir + "/split", 4);
 
   // A changed seed cannot resume this checkpoint.
   auto wrong = split;
@@ -432,15 +437,7 @@ TEST(WorldClipTrain, DenseAuxLossLearnsPatchClassesOutsideTheHfCheckpointAndResu
   full.steps = 8;
   full.batch = 8;
   full.dense_aux_weight = 0.5;
-  train_world_clip(full);
-  auto split = full;
-  split.out_dir = dir + "/split";
-  split.stop_after = 3;
-  train_world_clip(split);
-  split.stop_after = -1;
-  split.resume = true;
-  EXPECT_EQ(train_world_clip(split).steps_done, 8);
-  EXPECT_EQ(io::read_file(full.out_dir + "/model.safetensors"), io::read_file(split.out_dir + "/model.safetensors"));
+  expect_split_run_matches(full, dir + "/split", 3);
   // ... and a checkpoint trained without it cannot resume with it.
   auto plain = tiny_train_options(world, dir + "/plain");
   plain.steps = 4;
