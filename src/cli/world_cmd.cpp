@@ -202,6 +202,7 @@ void add_world_train_base(CLI::App& world) {
     std::string seed = "0";
     std::vector<int64_t> steps;
     std::vector<double> lrs;
+    double zoom_share = -1;
     bool json = false, quiet = false, no_resume = false;
   };
   auto o = std::make_shared<Opts>();
@@ -218,9 +219,11 @@ void add_world_train_base(CLI::App& world) {
   cmd->add_option("--heads", b.model.num_heads, "attention heads")->capture_default_str();
   cmd->add_option("--kv-heads", b.model.num_kv_heads, "key/value heads (grouped-query attention when fewer)")->capture_default_str();
   cmd->add_option("--init", b.model.init, "decoder initialisation: fan_in or hf")->capture_default_str();
-  cmd->add_option("--steps", o->steps, "optimizer steps per stage, in stage order (text, projector, curriculum, full, vision)")
+  cmd->add_option("--steps", o->steps, "optimizer steps per stage, in stage order (text, projector, curriculum, full, vision, zoom)")
       ->delimiter(',');
   cmd->add_option("--lr", o->lrs, "peak learning rate per stage, in stage order")->delimiter(',');
+  cmd->add_option("--zoom-share", o->zoom_share,
+                  "share of image conversations the zoom stage also shows with a second, zoomed slot (default 0.5)");
   cmd->add_option("--save-every", b.save_every, "checkpoint every N steps")->capture_default_str();
   cmd->add_option("--stop-after", b.stop_after_total_steps, "leave after N steps in total (a rerun resumes)")
       ->capture_default_str();
@@ -241,6 +244,11 @@ void add_world_train_base(CLI::App& world) {
     for (size_t i = 0; i < o->lrs.size(); ++i) {
       if (!(o->lrs[i] > 0)) throw InputError("--lr", "must be positive");
       b.stages[i].lr = o->lrs[i];
+    }
+    if (o->zoom_share >= 0) {
+      if (!(o->zoom_share > 0 && o->zoom_share <= 1)) throw InputError("--zoom-share", "must be in (0, 1]");
+      for (auto& s : b.stages)
+        if (s.name == "zoom") s.zoom_share = o->zoom_share;
     }
     auto r = world::train_world_base(b);
     nlohmann::json j;

@@ -101,7 +101,7 @@ MicroBatch build_micro_batch(models::VisionLanguageModel& model, const std::vect
   for (const int64_t i : indices) {
     const Conversation& conv = data[static_cast<size_t>(i)];
     std::vector<models::PreparedImage> conv_images;
-    if (!conv.image.empty()) conv_images.push_back(store.get(model, conv.image));
+    for (const auto& path : conv.images) conv_images.push_back(store.get(model, path));
     examples.push_back(tokenize_for_model(model, conv, cfg.conversation, conv_images));
   }
   CollateOptions copts;

@@ -48,7 +48,7 @@ std::vector<Conversation> load_llava_conversations(const std::string& json_path,
       return InputError(json_path, "conversation " + std::to_string(n) + " (id '" + conv.id + "'): " + problem);
     };
     const std::string image = io::get_optional<std::string>(rec, "image", "", json_path, ctx);
-    if (!image.empty()) conv.image = (fs::path(image_root) / image).lexically_normal().string();
+    if (!image.empty()) conv.images.push_back((fs::path(image_root) / image).lexically_normal().string());
     const auto msgs = io::get_required<nlohmann::json>(rec, "conversations", json_path, ctx);
     if (!msgs.is_array() || msgs.empty()) throw fail("'conversations' must be a non-empty list");
     if (msgs.size() % 2 != 0) throw fail("turns must come in human/gpt pairs, got " + std::to_string(msgs.size()) + " messages");
@@ -69,10 +69,10 @@ std::vector<Conversation> load_llava_conversations(const std::string& json_path,
       if (text::count_image_markers(turn.gpt, kImageMarker) > 0) throw fail("a gpt turn contains <image>");
       conv.turns.push_back(std::move(turn));
     }
-    if (!conv.image.empty() && markers != 1) {
+    if (!conv.images.empty() && markers != 1) {
       throw fail("has an image but its human turns contain <image> " + std::to_string(markers) + " times (need exactly 1)");
     }
-    if (conv.image.empty() && markers != 0) throw fail("contains <image> but has no 'image' field");
+    if (conv.images.empty() && markers != 0) throw fail("contains <image> but has no 'image' field");
     out.push_back(std::move(conv));
   }
   return out;
@@ -155,7 +155,7 @@ TokenizedExample tokenize_conversation(const Conversation& conv, const Conversat
     std::fill(ex.loss_mask.begin() + static_cast<std::ptrdiff_t>(spans[t].first),
               ex.loss_mask.begin() + static_cast<std::ptrdiff_t>(spans[t].second), uint8_t{1});
   }
-  if (!conv.image.empty()) ex.images.push_back(conv.image);
+  ex.images = conv.images;
   return ex;
 }
 

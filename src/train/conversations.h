@@ -17,7 +17,9 @@ struct ConversationTurn {
 
 struct Conversation {
   std::string id;
-  std::string image;  // resolved path; "" for a text-only conversation
+  // Resolved image paths, one per "<image>" marker, in slot order; empty for a text-only
+  // conversation. LLaVA's JSON holds one; the world's zoom stage adds a second (a zoomed crop).
+  std::vector<std::string> images;
   std::vector<ConversationTurn> turns;
 };
 

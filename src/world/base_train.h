@@ -9,6 +9,10 @@
 //   2 "curriculum" projector + language model on scenes with few objects (single-object first)
 //   3 "full"      projector + language model on every question and description (LLaVA stage 2)
 //   4 "vision"    as "full" with the vision tower trainable too (0 steps unless asked for)
+//   5 "zoom"      as "full", plus two-slot copies (the image, then a zoomed crop around the object
+//                 the question names) of half the image conversations: the input P2-DPO's focus
+//                 pairs give the model (Combine(I, I_crop)), which LLaVA-1.5-7B reads untrained but
+//                 a 4-layer model never saw (0 steps unless asked for)
 // Each stage writes <out>/stages/<name>/ (metrics.jsonl, checkpoints/, done.json when finished); a
 // rerun skips finished stages and resumes an unfinished one from its last checkpoint. The result
 // is <out>/model: config, model.safetensors, tokenizer and processor files (llava-hf layout).
@@ -17,6 +21,7 @@
 #include <vector>
 
 #include "models/llava_builder.h"
+#include "train/conversations.h"
 
 namespace p2dpo::world {
 
@@ -29,6 +34,7 @@ struct BaseStage {
   double lr = 1e-3;
   int64_t batch = 32;         // examples per optimizer step
   int64_t micro_batch = 8;
+  double zoom_share = 0;      // > 0: add zoom_conversations(share) of the stage's image conversations
 };
 
 struct BaseTrainOptions {
@@ -58,5 +64,17 @@ struct BaseTrainResult {
 };
 
 BaseTrainResult train_world_base(const BaseTrainOptions& opt);
+
+// Two-slot copies of a `share` of the image conversations (each picked by a coin seeded from the
+// seed and its id, so the choice does not depend on order): prompt slots (image, crop), the crop a
+// square around an object of the scene: the one the first question names by colour and shape, else
+// by shape, else one in the region it names ("at the top left"), else any. Its side is input_side
+// (the model's input side, in original pixels, as the adaptive crop's base box) times a ratio drawn
+// from {1.0, 1.2, ..., 2.0}, shifted at random while the object stays inside, then into the image.
+// Ids get "-zoom"; the first "<image>" becomes "<image><image>"; answers are unchanged. Crops are
+// written as PNG to crops_dir/<id>.png (atomically; an existing file is kept, for resume).
+std::vector<train::Conversation> zoom_conversations(const std::vector<train::Conversation>& conversations,
+                                                    const std::string& world_dir, double share, int input_side,
+                                                    uint64_t seed, const std::string& crops_dir);
 
 }  // namespace p2dpo::world

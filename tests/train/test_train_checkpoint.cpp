@@ -258,7 +258,7 @@ TEST(TrainVisionCache, CachedRunMatchesPerStepEncoding) {
 
   auto cached = models::load_model(model_dir);
   {
-    const auto px = cached->prepare_image(image::decode_image_file(data.front().image));
+    const auto px = cached->prepare_image(image::decode_image_file(data.front().images.at(0)));
     torch::NoGradGuard no_grad;
     EXPECT_TRUE(torch::equal(cached->encode_images({px}), cached->project_vision_features(cached->vision_features({px}))));
   }

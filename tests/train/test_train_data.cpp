@@ -51,12 +51,12 @@ TEST(TrainConversations, LoadsLlavaJson) {
   const auto convs = fixture_conversations();
   ASSERT_EQ(convs.size(), 6u);
   EXPECT_EQ(convs[0].id, "c0");
-  EXPECT_EQ(convs[0].image, test::data_path("llava-tiny-s0") + "/image0.png");
+  EXPECT_EQ(convs[0].images, std::vector<std::string>{test::data_path("llava-tiny-s0") + "/image0.png"});
   EXPECT_EQ(convs[1].turns.size(), 2u);
   EXPECT_EQ(convs[1].turns[1].human, "Is there a red circle?");
   EXPECT_EQ(convs[1].turns[1].gpt, "No, there is no red circle.");
   EXPECT_EQ(convs[3].id, "3");  // integer ids, as in LLaVA's own files
-  EXPECT_TRUE(convs[5].image.empty());
+  EXPECT_TRUE(convs[5].images.empty());
 }
 
 TEST(TrainConversations, RejectsMalformedConversations) {
@@ -107,7 +107,7 @@ TEST(TrainConversations, EveryGptTurnIsATargetWithItsScoringTokens) {
   const auto tpl = conversation_template("v1");
   const auto ex = tokenize_conversation(convs[1], tpl, text_tokenizer(tok));
   ASSERT_EQ(ex.input_ids.size(), ex.loss_mask.size());
-  EXPECT_EQ(ex.images, std::vector<std::string>{convs[1].image});
+  EXPECT_EQ(ex.images, convs[1].images);
   EXPECT_EQ(std::count(ex.input_ids.begin(), ex.input_ids.end(), 384), 16);
   // The whole conversation is one encode of its full text (with the image expanded).
   const auto turns = render_turns(convs[1], tpl);
@@ -166,9 +166,9 @@ struct TinyModel {
 
   TokenizedExample tokenize(const Conversation& c) {
     std::vector<models::PreparedImage> imgs;
-    if (!c.image.empty()) {
-      if (!prepared.count(c.image)) prepared.emplace(c.image, model->prepare_image(image::decode_image_file(c.image)));
-      imgs.push_back(prepared.at(c.image));
+    for (const auto& path : c.images) {
+      if (!prepared.count(path)) prepared.emplace(path, model->prepare_image(image::decode_image_file(path)));
+      imgs.push_back(prepared.at(path));
     }
     return tokenize_for_model(*model, c, conversation_template("v1"), imgs);
   }

@@ -5,12 +5,17 @@
 
 #include <filesystem>
 
+#include "io/atomic_file.h"
 #include "io/json_io.h"
+#include "image/decode.h"
 #include "models/llava.h"
+#include "text/prompt.h"
+#include "train/conversations.h"
 #include "test_paths.h"
 #include "test_util.h"
 #include "world/base_train.h"
 #include "world/make_world.h"
+#include "world/scene_io.h"
 
 using namespace p2dpo;
 namespace fs = std::filesystem;
@@ -112,6 +117,81 @@ TEST(WorldBaseTrain, StoppedAndResumedEqualsUninterrupted) {
   auto a = models::LlavaModel::load(full + "/model")->named_parameters();
   auto b = models::LlavaModel::load(split + "/model")->named_parameters();
   for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+}
+
+// Does `img` hold a pixel of exactly this colour? (Objects are filled with their exact jittered colour;
+// only their anti-aliased rims blend with the background.)
+bool has_colour(const image::ImageU8& img, const world::Rgb& c) {
+  for (size_t i = 0; i + 2 < img.rgb.size(); i += 3)
+    if (img.rgb[i] == c[0] && img.rgb[i + 1] == c[1] && img.rgb[i + 2] == c[2]) return true;
+  return false;
+}
+
+TEST(WorldBaseTrain, ZoomCopiesShowTheAskedObjectInASecondSlot) {
+  const std::string w = tiny_world();
+  const auto convs = train::load_llava_conversations(w + "/train/conversations.json", w);
+  const auto vocab = world::vocabulary_from_world_json(w + "/world.json");
+  std::map<std::string, world::Scene> scene_of;
+  for (auto& sc : world::read_scenes(w, vocab)) scene_of[(fs::path(w) / world::image_rel_path(sc)).lexically_normal().string()] = sc;
+
+  const auto all_dir = test::scratch_dir("zoom_all"), half_dir = test::scratch_dir("zoom_half");
+  const auto all = world::zoom_conversations(convs, w, 1.0, 96, 7, all_dir);
+  size_t with_image = 0;
+  for (const auto& c : convs) with_image += c.images.size() == 1;
+  ASSERT_EQ(all.size(), with_image);  // every scene of the world has an object
+
+  std::map<std::string, const train::Conversation*> original;
+  for (const auto& c : convs) original[c.id] = &c;
+  int named_checked = 0;
+  for (const auto& z : all) {
+    ASSERT_EQ(z.id.substr(z.id.size() - 5), "-zoom");
+    const auto& o = *original.at(z.id.substr(0, z.id.size() - 5));
+    ASSERT_EQ(z.images.size(), 2u);
+    EXPECT_EQ(z.images[0], o.images[0]);
+    EXPECT_EQ(text::count_image_markers(z.turns[0].human), 2) << z.turns[0].human;
+    EXPECT_NE(z.turns[0].human.find("<image><image>"), std::string::npos);
+    EXPECT_EQ(z.turns.back().gpt, o.turns.back().gpt);  // the answer is about the whole image, unchanged
+    const auto crop = image::decode_image_file(z.images[1]);
+    const auto& scene = scene_of.at(o.images[0]);
+    // A square of the input side times 1.0..2.0, unless the image is smaller.
+    EXPECT_EQ(crop.width, crop.height);
+    const int limit = std::min(scene.width, scene.height);
+    EXPECT_TRUE(crop.width == limit || (crop.width >= 96 && crop.width <= 192)) << crop.width;
+    // A question naming a present object by colour and shape gets a crop that shows it.
+    for (const auto& ob : scene.objects) {
+      const std::string name = vocab.colors[static_cast<size_t>(ob.color)] + " " + vocab.shapes[static_cast<size_t>(ob.shape)];
+      if (o.turns[0].human.find(name) == std::string::npos) continue;
+      EXPECT_TRUE(has_colour(crop, ob.rgb)) << z.id << " " << name;
+      ++named_checked;
+      break;
+    }
+  }
+  EXPECT_GT(named_checked, 5);
+
+  // Half the conversations: a seeded coin per id, so the half is a subset with the very same crops.
+  const auto half = world::zoom_conversations(convs, w, 0.5, 96, 7, half_dir);
+  EXPECT_GT(half.size(), all.size() / 4);
+  EXPECT_LT(half.size(), all.size() * 3 / 4);
+  std::map<std::string, std::string> crop_of;
+  for (const auto& z : all) crop_of[z.id] = z.images[1];
+  for (const auto& z : half) {
+    ASSERT_TRUE(crop_of.count(z.id)) << z.id;
+    EXPECT_EQ(io::read_file(z.images[1]), io::read_file(crop_of.at(z.id))) << z.id;
+  }
+  EXPECT_NE(test::error_of([&] { world::zoom_conversations(convs, w, 0.0, 96, 7, half_dir); }).find("zoom_share"),
+            std::string::npos);
+}
+
+TEST(WorldBaseTrain, AZoomStageTrainsOnTwoSlotCopies) {
+  torch::set_num_threads(1);
+  const auto out = test::scratch_dir("base_train_zoom");
+  auto o = tiny_options(out);
+  o.stages = {{"zoom", "projector+lm", "all", 0, 2, 1e-3, 4, 2, 1.0}};
+  auto r = world::train_world_base(o);
+  ASSERT_EQ(r.model_dir, out + "/model");
+  EXPECT_EQ(io::read_jsonl_file(out + "/stages/zoom/metrics.jsonl").size(), 2u);
+  EXPECT_FALSE(fs::is_empty(out + "/stages/zoom/zoom"));
+  EXPECT_EQ(io::read_json_file(out + "/config.json")["stages"][0]["zoom_share"].get<double>(), 1.0);
 }
 
 }  // namespace
