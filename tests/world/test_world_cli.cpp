@@ -43,8 +43,11 @@ TEST(WorldCli, TheWholeChainRunsAndWritesAnHfModelThatPopeEvaluates) {
   EXPECT_TRUE(std::filesystem::exists(d + "/sanity.json"));
   auto base = json_of(run_cli({"world", "train-base", "--world", d + "/w", "--clip", d + "/clip", "--tokenizer",
                                d + "/tok", "--out", d + "/base", "--hidden", "32", "--intermediate", "64", "--layers",
-                               "2", "--heads", "4", "--kv-heads", "4", "--steps", "1,1,1,1", "--quiet", "--json"}, false));
-  EXPECT_EQ(base["steps_done"], 4);
+                               "2", "--heads", "4", "--kv-heads", "4", "--steps", "1,1,1,1,0,1", "--zoom-share",
+                               "0.5", "--quiet", "--json"}, false));
+  EXPECT_EQ(base["steps_done"], 5);  // the vision stage skipped, the zoom stage run
+  EXPECT_FALSE(std::filesystem::is_empty(d + "/base/stages/zoom/zoom"));
+  EXPECT_EQ(p2dpo::io::read_json_file(d + "/base/config.json")["stages"][5]["zoom_share"], 0.5);
   auto pope = run_cli({"eval", "pope", "--model", d + "/base/model", "--questions",
                        d + "/w/eval/pope/world_pope_adversarial.json", "--images", d + "/w/images/eval",
                        "--prompt-template", "USER: {question}\n<image> ASSISTANT:", "--no-answer-suffix",
@@ -55,6 +58,11 @@ TEST(WorldCli, TheWholeChainRunsAndWritesAnHfModelThatPopeEvaluates) {
   auto bad = run_cli({"world", "train-base", "--world", d + "/w", "--clip", d + "/clip", "--out", d + "/b2"});
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.out.find("--tokenizer"), std::string::npos) << bad.out;
+  auto bad_share = run_cli({"world", "train-base", "--world", d + "/w", "--clip", d + "/clip", "--tokenizer",
+                            d + "/tok", "--out", d + "/b3", "--zoom-share", "1.5"});
+  EXPECT_NE(bad_share.status, 0);
+  EXPECT_NE(bad_share.out.find("--zoom-share"), std::string::npos) << bad_share.out;
+  EXPECT_FALSE(std::filesystem::exists(d + "/b3/config.json"));
   // A world.json without model_input (an older world): train-clip names the file and the field,
   // and the explicit geometry flags still work.
   auto world = p2dpo::io::read_json_file(d + "/w/world.json");
