@@ -36,7 +36,7 @@ void register_eval_mmhal(CLI::App& eval) {
     ModelFlags model;
     eval::MmhalRunOptions run;
     std::string answers, evaluation, judge_config_file;
-    std::string judge_url, judge_model;
+    std::string judge_url, judge_model, judge_ca_bundle;
     double judge_timeout = -1, judge_interval = -1;
     int judge_max_retries = -1, judge_max_tokens = -1;
     bool no_judge = false, json = false, quiet = false;
@@ -68,9 +68,9 @@ void register_eval_mmhal(CLI::App& eval) {
   cmd->add_flag("--allow-template-change", o->run.allow_template_change,
                 "use a judge template whose sha256 differs from the official one (recorded, warned)");
   cmd->add_option("--judge-config", o->judge_config_file,
-                  "JSON {url, model, api_key, timeout_s, max_retries, backoff_s, max_tokens, interval_s}; flags "
+                  "JSON {url, model, api_key, timeout_s, max_retries, backoff_s, max_tokens, interval_s, ca_bundle}; flags "
                   "override it, it overrides the environment (JUDGE_BASE_URL, JUDGE_MODEL, JUDGE_API_KEY or "
-                  "OPENAI_API_KEY, JUDGE_TIMEOUT_S, JUDGE_MAX_RETRIES; a P2DPO_JUDGE_* twin wins, P2DPO_JUDGE_URL for the URL)");
+                  "OPENAI_API_KEY, JUDGE_TIMEOUT_S, JUDGE_MAX_RETRIES, JUDGE_CA_BUNDLE; a P2DPO_JUDGE_* twin wins, P2DPO_JUDGE_URL for the URL)");
   cmd->add_option("--judge-url", o->judge_url, "base URL of the chat-completions API (default https://api.openai.com/v1)");
   cmd->add_option("--judge-model", o->judge_model, "judge model (default gpt-4-0314, the official one)");
   cmd->add_option("--judge-timeout", o->judge_timeout, "seconds per request (default 120)");
@@ -78,6 +78,8 @@ void register_eval_mmhal(CLI::App& eval) {
                   "retries on 429/5xx/network errors, exponential back-off (default 5)");
   cmd->add_option("--judge-max-tokens", o->judge_max_tokens, "max_tokens sent to the judge (default: not sent, as official)");
   cmd->add_option("--judge-interval", o->judge_interval, "seconds between judge calls (official script: 1; default 0)");
+  cmd->add_option("--judge-ca-bundle", o->judge_ca_bundle,
+                  "PEM CA certificates that verify an https:// judge (default: the system store)");
   cmd->add_flag("--no-judge", o->no_judge, "only generate the answers (response.json); judge later with --answers");
   cmd->add_option("--limit", o->run.limit, "only the first N questions")->capture_default_str();
   cmd->add_option("--batch-size", o->run.batch_size)->capture_default_str();
@@ -118,6 +120,7 @@ void register_eval_mmhal(CLI::App& eval) {
     if (!o->judge_model.empty()) run.judge_config.model = o->judge_model;
     if (o->judge_timeout >= 0) run.judge_config.timeout_s = o->judge_timeout;
     if (o->judge_max_retries >= 0) run.judge_config.max_retries = o->judge_max_retries;
+    if (!o->judge_ca_bundle.empty()) run.judge_config.ca_bundle = o->judge_ca_bundle;
     if (o->judge_max_tokens >= 0) run.judge_config.max_tokens = o->judge_max_tokens;
     if (o->judge_interval >= 0) run.judge_config.interval_s = o->judge_interval;
     run.judge = !o->no_judge;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -65,7 +66,8 @@ void global_init() {
   });
 }
 
-HttpResult post_json(const std::string& url, const std::string& body, const std::string& api_key, double timeout_s) {
+HttpResult post_json(const std::string& url, const std::string& body, const std::string& api_key, double timeout_s,
+                     const std::string& ca_bundle) {
   global_init();
   HttpResult r;
   CURL* curl = curl_easy_init();
@@ -84,6 +86,7 @@ HttpResult post_json(const std::string& url, const std::string& body, const std:
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);  // no SIGALRM for timeouts: safe beside threads
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(curl, CURLOPT_USERAGENT, "p2dpo-judge/1");
+  if (!ca_bundle.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, ca_bundle.c_str());
   const CURLcode rc = curl_easy_perform(curl);
   if (rc == CURLE_OK) {
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
@@ -95,7 +98,7 @@ HttpResult post_json(const std::string& url, const std::string& body, const std:
   return r;
 }
 #else
-HttpResult post_json(const std::string& url, const std::string&, const std::string&, double) {
+HttpResult post_json(const std::string& url, const std::string&, const std::string&, double, const std::string&) {
   throw std::runtime_error("this p2dpo was built without libcurl (Debian: libcurl4-openssl-dev); cannot call the judge at " + url);
 }
 #endif
@@ -128,6 +131,7 @@ void apply_judge_environment(JudgeConfig& cfg) {
   if (const char* v = first({"P2DPO_JUDGE_TIMEOUT_S", "JUDGE_TIMEOUT_S"}, &used)) {
     cfg.timeout_s = parse_env_number(used.c_str(), v);
   }
+  if (const char* v = first({"P2DPO_JUDGE_CA_BUNDLE", "JUDGE_CA_BUNDLE"})) cfg.ca_bundle = v;
   if (const char* v = first({"P2DPO_JUDGE_MAX_RETRIES", "JUDGE_MAX_RETRIES"}, &used)) {
     const double n = parse_env_number(used.c_str(), v);
     if (n != std::floor(n) || n < 0 || n > 1000) throw InputError(used, fmt::format("'{}' is not a count", v));
@@ -139,12 +143,12 @@ void apply_judge_config_file(JudgeConfig& cfg, const std::string& path) {
   const nlohmann::json j = io::read_json_file(path);
   if (!j.is_object()) throw InputError(path, "the judge config must be a JSON object");
   static const std::set<std::string> known = {"url",       "model",      "api_key",    "timeout_s",  "max_retries",
-                                              "backoff_s", "max_tokens", "interval_s", "temperature"};
+                                              "backoff_s", "max_tokens", "interval_s", "temperature", "ca_bundle"};
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (!known.count(it.key())) {
       throw InputError(path, "unknown key '" + it.key() +
                                  "' (url, model, api_key, timeout_s, max_retries, backoff_s, max_tokens, interval_s, "
-                                 "temperature)");
+                                 "temperature, ca_bundle)");
     }
   }
   cfg.url = io::get_optional<std::string>(j, "url", cfg.url, path, "");
@@ -159,6 +163,7 @@ void apply_judge_config_file(JudgeConfig& cfg, const std::string& path) {
   cfg.max_tokens = io::get_optional<int>(j, "max_tokens", cfg.max_tokens, path, "");
   cfg.interval_s = io::get_optional<double>(j, "interval_s", cfg.interval_s, path, "");
   cfg.temperature = io::get_optional<double>(j, "temperature", cfg.temperature, path, "");
+  cfg.ca_bundle = io::get_optional<std::string>(j, "ca_bundle", cfg.ca_bundle, path, "");
 }
 
 void check_judge_config(const JudgeConfig& cfg) {
@@ -172,6 +177,8 @@ void check_judge_config(const JudgeConfig& cfg) {
   if (!(cfg.backoff_s >= 0) || !(cfg.backoff_max_s >= 0)) throw InputError("--judge-backoff", "must be >= 0");
   if (cfg.max_tokens < 0) throw InputError("--judge-max-tokens", "must be >= 0");
   if (!(cfg.interval_s >= 0)) throw InputError("--judge-interval", "must be >= 0");
+  if (!cfg.ca_bundle.empty() && !std::filesystem::is_regular_file(cfg.ca_bundle))
+    throw InputError("--judge-ca-bundle", "'" + cfg.ca_bundle + "' is not a file (PEM CA certificates)");
 }
 
 std::string judge_endpoint(const JudgeConfig& cfg) {
@@ -188,6 +195,7 @@ nlohmann::json judge_config_json(const JudgeConfig& cfg) {
                       {"max_retries", cfg.max_retries},
                       {"timeout_s", cfg.timeout_s},
                       {"api_key", cfg.api_key.empty() ? "none" : cfg.api_key_source}};
+  j["ca_bundle"] = cfg.ca_bundle.empty() ? "system" : cfg.ca_bundle;
   j["max_tokens"] = cfg.max_tokens > 0 ? nlohmann::json(cfg.max_tokens) : nlohmann::json("not sent");
   return j;
 }
@@ -212,7 +220,7 @@ JudgeReply JudgeClient::complete(const std::string& prompt) {
   std::string last_problem;
   long last_status = 0;
   for (int attempt = 1; attempt <= cfg_.max_retries + 1; ++attempt) {
-    const HttpResult r = post_json(url, body, cfg_.api_key, cfg_.timeout_s);
+    const HttpResult r = post_json(url, body, cfg_.api_key, cfg_.timeout_s, cfg_.ca_bundle);
     if (r.status == 200) {
       nlohmann::json raw = nlohmann::json::parse(r.body, nullptr, /*allow_exceptions=*/false);
       const nlohmann::json* content = nullptr;

@@ -22,6 +22,9 @@ struct JudgeConfig {
   double temperature = 0.0;
   int max_tokens = 0;         // 0 = not sent (the official judge sends none)
   double interval_s = 0.0;    // pause between successful calls (the official script sleeps 1 s)
+  // PEM file of CA certificates that verify an https:// judge ("" = the system store). For a
+  // self-hosted endpoint behind a private CA; verification itself is never turned off.
+  std::string ca_bundle;
   std::string api_key_source = "none";  // where the key came from (recorded; the key never is)
 };
 
@@ -32,7 +35,7 @@ struct JudgeConfig {
 // leave the field. A malformed number throws InputError naming the variable.
 void apply_judge_environment(JudgeConfig& cfg);
 // Fills `cfg` from a JSON config file {"url", "model", "api_key", "timeout_s", "max_retries",
-// "backoff_s", "max_tokens", "interval_s"} (every key optional; unknown keys are refused).
+// "backoff_s", "max_tokens", "interval_s", "ca_bundle"} (every key optional; unknown keys are refused).
 void apply_judge_config_file(JudgeConfig& cfg, const std::string& path);
 // InputError(flag) for an empty URL or model, a non-positive timeout, negative retries.
 void check_judge_config(const JudgeConfig& cfg);

@@ -253,6 +253,20 @@ TEST(MmhalJudgeConfig, EnvironmentFileAndChecks) {
   EXPECT_EQ(f.api_key_source, "config file");
   EXPECT_EQ(f.max_retries, 2);
   EXPECT_EQ(judge_config_json(f)["api_key"], "config file") << "the key itself is never recorded";
+  EXPECT_EQ(judge_config_json(f)["ca_bundle"], "system");
+  // A private CA for a self-hosted https endpoint: from the file, the environment, checked to exist.
+  p2dpo::io::write_file_atomic(dir + "/ca.pem", "-----BEGIN CERTIFICATE-----\n");
+  p2dpo::io::write_file_atomic(dir + "/judge-ca.json", R"({"ca_bundle": ")" + dir + R"(/ca.pem"})");
+  apply_judge_config_file(f, dir + "/judge-ca.json");
+  EXPECT_EQ(f.ca_bundle, dir + "/ca.pem");
+  EXPECT_EQ(judge_config_json(f)["ca_bundle"], dir + "/ca.pem");
+  EXPECT_NO_THROW(check_judge_config(f));
+  ::setenv("JUDGE_CA_BUNDLE", (dir + "/missing.pem").c_str(), 1);
+  apply_judge_environment(f);
+  ::unsetenv("JUDGE_CA_BUNDLE");
+  EXPECT_EQ(f.ca_bundle, dir + "/missing.pem");
+  EXPECT_TRUE(contains(error_of([&] { check_judge_config(f); }), "--judge-ca-bundle: '" + dir + "/missing.pem' is not a file"));
+  f.ca_bundle.clear();
   p2dpo::io::write_file_atomic(dir + "/bad.json", R"({"modle": "m"})");
   EXPECT_TRUE(contains(error_of([&] { apply_judge_config_file(f, dir + "/bad.json"); }), "unknown key 'modle'"));
   f.url = "judge.example";
