@@ -34,9 +34,12 @@ void add_world_make(CLI::App& world) {
   struct Opts {
     world::WorldOptions world;
     std::string seed = "0";
+    std::vector<int> small_size, large_size;
     bool json = false, quiet = false;
   };
   auto o = std::make_shared<Opts>();
+  o->small_size = {o->world.small_min_permille, o->world.small_max_permille};
+  o->large_size = {o->world.large_min_permille, o->world.large_max_permille};
   auto* cmd = world.add_subcommand("make", "Draw and write a world: images, ground truth, training text, prompts, eval sets");
   world::WorldOptions& w = o->world;
   cmd->add_option("--out", w.out_dir, "output directory (must not exist or be empty; see --overwrite)")->required();
@@ -54,6 +57,15 @@ void add_world_make(CLI::App& world) {
       ->capture_default_str();
   cmd->add_option("--min-side", w.min_image_side, "smallest image side in pixels")->capture_default_str();
   cmd->add_option("--max-side", w.max_image_side, "largest image side in pixels")->capture_default_str();
+  cmd->add_option("--small-size", o->small_size,
+                  "small objects' side range, per mille of the central square's side: MIN,MAX (below one patch)")
+      ->delimiter(',')
+      ->expected(2)
+      ->capture_default_str();
+  cmd->add_option("--large-size", o->large_size, "large objects' side range, per mille of the central square's side: MIN,MAX")
+      ->delimiter(',')
+      ->expected(2)
+      ->capture_default_str();
   cmd->add_option("--min-objects", w.min_objects, "fewest objects per scene")->capture_default_str();
   cmd->add_option("--max-objects", w.max_objects, "most objects per scene")->capture_default_str();
   cmd->add_option("--partner-percent", w.partner_percent,
@@ -69,6 +81,10 @@ void add_world_make(CLI::App& world) {
   cmd->add_flag("--json", o->json, "print the summary as JSON");
   cmd->callback([o]() {
     o->world.seed = parse_seed(o->seed);
+    o->world.small_min_permille = o->small_size.at(0);
+    o->world.small_max_permille = o->small_size.at(1);
+    o->world.large_min_permille = o->large_size.at(0);
+    o->world.large_max_permille = o->large_size.at(1);
     const auto summary = world::make_world(o->world, o->quiet ? nullptr : &std::cerr);
     nlohmann::json j;
     j["out"] = summary.out_dir;

@@ -64,21 +64,21 @@ void validate_world_options(const WorldOptions& opt) {
   if (opt.max_objects > vocab.num_classes())
     throw InputError("--max-objects", "at most " + std::to_string(vocab.num_classes()) +
                                           " objects (one per class of the vocabulary), got " + std::to_string(opt.max_objects));
-  require_range("small_min_permille", opt.small_min_permille, 1, 1000);
-  require_range("small_max_permille", opt.small_max_permille, opt.small_min_permille, 1000);
-  require_range("large_min_permille", opt.large_min_permille, opt.small_max_permille + 1, 1000);
-  require_range("large_max_permille", opt.large_max_permille, opt.large_min_permille, 1000);
+  require_range("--small-size", opt.small_min_permille, 1, 1000);
+  require_range("--small-size", opt.small_max_permille, opt.small_min_permille, 1000);
+  require_range("--large-size", opt.large_min_permille, opt.small_max_permille + 1, 1000);
+  require_range("--large-size", opt.large_max_permille, opt.large_min_permille, 1000);
   // The point of small objects: after the model's downscaling they cover less than one patch.
   if (static_cast<int64_t>(opt.small_max_permille) * opt.model_input_side >= static_cast<int64_t>(opt.patch_size) * 1000)
-    throw InputError("small_max_permille", "small objects must stay below one " + std::to_string(opt.patch_size) +
+    throw InputError("--small-size", "small objects must stay below one " + std::to_string(opt.patch_size) +
                                                "-pixel patch at the model's input side");
   require_range("edge_margin_permille", opt.edge_margin_permille, 0, 200);
   if (opt.large_max_permille + 2 * opt.edge_margin_permille > 1000)
-    throw InputError("large_max_permille", "a large object plus both edge margins exceeds the central square");
+    throw InputError("--large-size", "a large object plus both edge margins exceeds the central square");
   for (auto [name, lo, hi] : {std::tuple{"small", opt.small_min_permille, opt.small_max_permille},
                               std::tuple{"large", opt.large_min_permille, opt.large_max_permille}})
     if (static_cast<int64_t>(opt.min_image_side) * (hi - lo) < 1000)
-      throw InputError(std::string(name) + "_max_permille", "size range too narrow to hold a whole pixel at the smallest image side");
+      throw InputError("--" + std::string(name) + "-size", "size range too narrow to hold a whole pixel at the smallest image side");
   require_range("object_gap_permille", opt.object_gap_permille, 0, 200);
   require_range("region_margin_permille", opt.region_margin_permille, 0, 100);
   require_range("relation_margin_permille", opt.relation_margin_permille, 0, 500);

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "cli_run.h"
 #include "io/json_io.h"
@@ -79,6 +82,46 @@ TEST(WorldCli, TheWholeChainRunsAndWritesAnHfModelThatPopeEvaluates) {
                                             "--json"}, false));
   EXPECT_EQ(explicit_geometry["steps_done"], 1);
   EXPECT_EQ(p2dpo::io::read_json_file(d + "/clip2/config.json")["vision_config"]["image_size"], 32);
+}
+
+
+// Object sizes are options of `world make` (per mille of the central square's side); the world
+// records them and every object respects them. Bad ranges are refused by flag, before anything is written.
+TEST(WorldCli, MakeTakesObjectSizeRanges) {
+  const std::string d = p2dpo::test::scratch_dir("world_cli_sizes");
+  auto made = run_cli({"world", "make", "--out", d + "/w", "--seed", "1", "--train", "12", "--prompts", "2", "--eval",
+                       "4", "--small-size", "40,80", "--large-size", "300,400", "--quiet", "--json"});
+  ASSERT_EQ(made.status, 0) << made.out;
+  const auto world = p2dpo::io::read_json_file(d + "/w/world.json");
+  EXPECT_EQ(world["vocabulary"]["sizes"]["small"]["min_permille"], 40);
+  EXPECT_EQ(world["vocabulary"]["sizes"]["small"]["max_permille"], 80);
+  EXPECT_EQ(world["vocabulary"]["sizes"]["large"]["min_permille"], 300);
+  EXPECT_EQ(world["vocabulary"]["sizes"]["large"]["max_permille"], 400);
+  std::ifstream scenes(d + "/w/scenes.jsonl");
+  int objects = 0;
+  for (std::string line; std::getline(scenes, line);) {
+    const auto scene = nlohmann::json::parse(line);
+    const int square = scene["central_square"][3].get<int>() - scene["central_square"][1].get<int>();
+    for (const auto& o : scene["objects"]) {
+      const int side = o["bbox"][2].get<int>() - o["bbox"][0].get<int>();
+      const bool large = o["size"] == "large";
+      EXPECT_GE(side * 1000, (large ? 300 : 40) * square - 1000) << line;
+      EXPECT_LE(side * 1000, (large ? 400 : 80) * square) << line;
+      ++objects;
+    }
+  }
+  EXPECT_GT(objects, 18);
+  // Small objects must stay below one patch (12 px of 96): 130 per mille is 12.5 px.
+  auto too_big = run_cli({"world", "make", "--out", d + "/w2", "--small-size", "40,130", "--quiet"});
+  EXPECT_NE(too_big.status, 0);
+  EXPECT_NE(too_big.out.find("--small-size"), std::string::npos) << too_big.out;
+  auto overlapping = run_cli({"world", "make", "--out", d + "/w3", "--large-size", "50,300", "--quiet"});
+  EXPECT_NE(overlapping.status, 0);
+  EXPECT_NE(overlapping.out.find("--large-size"), std::string::npos) << overlapping.out;
+  auto one_value = run_cli({"world", "make", "--out", d + "/w4", "--large-size", "300", "--quiet"});
+  EXPECT_NE(one_value.status, 0);
+  EXPECT_NE(one_value.out.find("--large-size"), std::string::npos) << one_value.out;
+  for (const char* w : {"/w2", "/w3", "/w4"}) EXPECT_FALSE(std::filesystem::exists(d + w + "/world.json")) << w;
 }
 
 }  // namespace
