@@ -71,7 +71,7 @@ TEST(PairData, LoadsWorldRecordsAndNamesBadFields) {
   po.images_dir = world_images();
   const auto pairs = load_p2dpo_pairs(world_pairs(), po);
   ASSERT_EQ(pairs.size(), io::read_jsonl_file(world_pairs() + "/filtered.jsonl").size());  // every record
-  ASSERT_EQ(pairs.size(), 15u);  // the shipped fixture (tests/data/train/world-pairs/README.md)
+  ASSERT_EQ(pairs.size(), 16u);  // the shipped fixture (tests/data/train/world-pairs/README.md)
   const TrainingPair& p = pairs.front();
   EXPECT_TRUE(p.has_focus && p.has_robust && p.reference && p.clip_image && p.clip_crop);
   EXPECT_NE(p.prompt_aug.find("<image><image>"), std::string::npos);

@@ -36,10 +36,10 @@ TEST(WorldCli, TheWholeChainRunsAndWritesAnHfModelThatPopeEvaluates) {
   EXPECT_EQ(clip_config["vision_config"]["patch_size"], world_json["model_input"]["patch_size"]);
   EXPECT_EQ(clip_config["vision_config"]["image_size"], world_json["model_input"]["input_side"]);
   EXPECT_EQ(p2dpo::io::read_json_file(d + "/clip/train_args.json")["options"]["hard_negatives"], true);
-  // ... and so is the dense per-patch class loss (the world has 16 classes at most, + background).
+  // ... and so is the dense per-patch class loss (the default world has 32 classes, 4 shapes x 8 colours, + background).
   EXPECT_EQ(p2dpo::io::read_json_file(d + "/clip/train_args.json")["options"]["dense_aux_weight"], 1.0);
   EXPECT_GT(clip["dense_classes"].get<int64_t>(), 1);
-  EXPECT_LE(clip["dense_classes"].get<int64_t>(), 17);
+  EXPECT_LE(clip["dense_classes"].get<int64_t>(), 33);
   auto sanity = json_of(run_cli({"world", "clip-sanity", "--clip", d + "/clip", "--world", d + "/w",
                                  "--max-questions", "10", "--out", d + "/sanity.json", "--json"}, false));
   EXPECT_GT(sanity["all"]["questions"].get<int64_t>(), 0);

@@ -139,10 +139,10 @@ TEST(WorldMake, GoldenFingerprintOfATinyWorld) {
     fingerprint += std::string(f) + "=" + hex + "\n";
   }
   EXPECT_EQ(fingerprint,
-            "scenes.jsonl=6b3744702b51f684\n"
-            "train/conversations.json=9533562a6b247124\n"
-            "prompts/pairs.jsonl=1f98b2dae1c4def3\n"
-            "eval/pope/world_pope_adversarial.json=66cc7c9ea3af7824\n") << "generator output changed: bump kGeneratorVersion if intended";
+            "scenes.jsonl=29fec2b64e6786b3\n"
+            "train/conversations.json=0234e8e5d1030792\n"
+            "prompts/pairs.jsonl=a8c30752358e7a2d\n"
+            "eval/pope/world_pope_adversarial.json=a97f761a6d2e6f1e\n") << "generator output changed: bump kGeneratorVersion if intended";
 }
 
 TEST_F(WorldFiles, WorldJsonDocumentsTheWorld) {
@@ -155,7 +155,8 @@ TEST_F(WorldFiles, WorldJsonDocumentsTheWorld) {
   EXPECT_EQ(w["model_input"]["input_side"], 96);
   EXPECT_EQ(w["text"]["human_turn"], "{question}\n<image>");
   EXPECT_EQ(w["vocabulary"]["shapes"].size(), 4u);
-  EXPECT_EQ(w["vocabulary"]["classes"].size(), 16u);
+  EXPECT_EQ(w["vocabulary"]["colors"].size(), 8u);
+  EXPECT_EQ(w["vocabulary"]["classes"].size(), 32u);
   for (const auto& c : w["vocabulary"]["classes"]) EXPECT_TRUE(c["partner"].is_string());
   EXPECT_EQ(w["statistics"]["train"]["scenes"], 30);
 }
