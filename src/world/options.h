@@ -24,7 +24,7 @@ struct WorldOptions {
   std::vector<std::string> shapes = {"circle", "square", "triangle", "star"};
   // Eight colours: the base model reads colour almost perfectly and shape poorly, and with four
   // colours 62 % of the random POPE split's negatives shared their colour with an object in the
-  // scene (a look-alike), four times COCO's share of related negatives; eight halve that.
+  // scene (a look-alike); eight colours halve that share (models/world/README.md).
   std::vector<std::string> colors = {"red", "green", "blue", "yellow", "purple", "orange", "cyan", "pink"};
 
   // Geometry. The model sees the image resized to `model_input_side` on its short side and centre

@@ -67,7 +67,7 @@ TEST(WorldVocabulary, PartnersAreSymmetricLookAlikes) {
   const Vocabulary v = default_vocab();
   const int N = v.num_classes();
   ASSERT_EQ(N, 32);  // 4 shapes x 8 colours
-  for (int c = 0; c < v.num_classes(); ++c) {
+  for (int c = 0; c < N; ++c) {
     const int p = v.partner[c];
     ASSERT_GE(p, 0) << v.class_name(c);
     EXPECT_EQ(v.partner[p], c);
@@ -75,7 +75,7 @@ TEST(WorldVocabulary, PartnersAreSymmetricLookAlikes) {
     EXPECT_EQ(v.color_of(p), v.color_of(c)) << v.class_name(c) << " / " << v.class_name(p);
   }
   EXPECT_EQ(v.class_name(v.partner[v.class_index("red circle")]), "red star");  // the most popular pair
-  // Popularity: a permutation, strictly decreasing weights, the top 4 span every shape and colour.
+  // Popularity: a permutation, strictly decreasing weights, the top 4 span every shape and four colours.
   std::set<int> ranks(v.popularity_rank.begin(), v.popularity_rank.end());
   EXPECT_EQ(ranks.size(), static_cast<size_t>(N));
   for (int r = 1; r < N; ++r) EXPECT_LT(v.base_weight[v.by_popularity[r]], v.base_weight[v.by_popularity[r - 1]]);
