@@ -247,6 +247,10 @@ void run_demo(DemoOptions o) {
   stages.push_back({"pairs", {"pairs", "--model", o.model, "--clip", o.clip, "--config", o.pairs_config, "--data",
                               world + "/prompts/pairs.jsonl", "--images", world, "--out", D + "/pairs", "--limit",
                               std::to_string(o.prompts), "--quiet"}});
+  // The world knows the truth that P2-DPO never sees: do the kept pairs point the right way, and
+  // are their winners better than the model's own plain-view answer? (results.json -> "pairs")
+  stages.push_back({"pairs-sanity", {"world", "pairs-sanity", "--pairs", D + "/pairs", "--world", world, "--kept-only",
+                                     "--out", D + "/pairs/sanity.json", "--json"}});
   auto train_stage = [&](const std::string& name, const std::string& dir, std::vector<std::string> extra) {
     std::vector<std::string> args = {"train", "--model", o.model, "--config", o.train_config, "--out", dir, "--quiet"};
     args.insert(args.end(), extra.begin(), extra.end());

@@ -167,7 +167,10 @@ json summarize_demo(const std::string& demo_dir, const std::vector<std::string>&
                                " (adversarial POPE F1)",
                            d ? std::optional<bool>(*d > 0) : std::nullopt, d ? pts(*d) + " points" : "missing"));
   }
-  return {{"demo_dir", demo_dir}, {"variants", variants}, {"metrics", metrics}, {"claims", claims}, {"sources", sources}};
+  json out = {{"demo_dir", demo_dir}, {"variants", variants}, {"metrics", metrics}, {"claims", claims}, {"sources", sources}};
+  // Pair correctness against the world's truth (`p2dpo world pairs-sanity --kept-only`), if run.
+  if (auto sanity = read_results(fs::path(demo_dir) / "pairs" / "sanity.json")) out["pairs"] = *sanity;
+  return out;
 }
 
 std::string format_demo_table(const json& summary) {
@@ -203,6 +206,31 @@ std::string format_demo_table(const json& summary) {
       out += buf;
     }
     out += "\n";
+  }
+  if (summary.contains("pairs")) {
+    // Shares of kept pairs (the world's truth): which side names fewer absent objects, or as many
+    // and more present ones.
+    const json& p = summary["pairs"];
+    auto pct = [](const json& tally, const char* key) {
+      const json* v = tally.contains(key) ? &tally[key] : nullptr;
+      return v && v->is_number() ? 100.0 * v->get<double>() : std::nan("");
+    };
+    out += "\npairs kept: " + std::to_string(p.value("pairs", 0)) + "; more faithful to the truth (%):\n";
+    for (const char* type : {"focus", "robust"}) {
+      if (!p.contains(type)) continue;
+      std::snprintf(buf, sizeof buf, "  %-6s chosen %5.1f  rejected %5.1f  neither %5.1f\n", type,
+                    pct(p[type], "chosen_more_faithful"), pct(p[type], "rejected_more_faithful"), pct(p[type], "neither"));
+      out += buf;
+    }
+    if (p.contains("winners_vs_original")) {
+      out += "the winner against the model's own greedy answer on the plain view (%):\n";
+      for (const char* type : {"focus", "robust"}) {
+        const json& t = p["winners_vs_original"][type];
+        std::snprintf(buf, sizeof buf, "  %-6s winner %5.1f  own answer %5.1f  neither %5.1f\n", type,
+                      pct(t, "winner_more_faithful"), pct(t, "original_more_faithful"), pct(t, "neither"));
+        out += buf;
+      }
+    }
   }
   if (!summary["claims"].empty()) {
     out += "\nclaims (P2-DPO paper, on this world):\n";

@@ -28,7 +28,10 @@ json PairsConfig::to_json() const {
   j["erase"] = {{"mode", erase.mode}, {"alpha", erase.alpha}, {"blur_sigma", erase.blur_sigma},
                 {"pil_inclusive_end", erase.pil_inclusive_end}};
   j["noise"] = {{"mode", noise.mode}, {"diffusion_step", noise.diffusion_step}, {"pixel_sigma", noise.pixel_sigma}};
-  j["focus"] = {{"max_new_tokens", focus.max_new_tokens}, {"temperature", focus.temperature}, {"top_p", focus.top_p}};
+  j["focus"] = {{"max_new_tokens", focus.max_new_tokens},
+                {"temperature", focus.temperature},
+                {"top_p", focus.top_p},
+                {"original_answer", focus.original_answer}};
   j["robust"] = {{"prompt", robust.prompt},
                  {"lambda", robust.lambda},
                  {"beta", robust.beta},
@@ -170,6 +173,7 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
   c.focus.max_new_tokens = j.at("focus").at("max_new_tokens");
   c.focus.temperature = j.at("focus").at("temperature");
   c.focus.top_p = j.at("focus").at("top_p");
+  c.focus.original_answer = j.at("focus").at("original_answer");
   const auto& r = j.at("robust");
   c.robust.prompt = r.at("prompt");
   c.robust.lambda = r.at("lambda");

@@ -58,6 +58,10 @@ struct FocusConfig {
   int max_new_tokens = 150;
   // 0 = greedy (the paper and the code); > 0 samples both focus answers (seeded per sample).
   double temperature = 0.0, top_p = 1.0;
+  // Also record the model's own answer on the plain view, greedy(I, P), as the released code does
+  // (`ori_answer_vicrop`). Training never reads it; it shows whether the enhanced view's winner is
+  // any better than what the model already says (stats.json, `p2dpo world pairs-sanity`).
+  bool original_answer = true;
 };
 
 struct RobustConfig {

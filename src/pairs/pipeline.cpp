@@ -291,6 +291,17 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   focus_cfg.temperature = cfg.focus.temperature;
   focus_cfg.top_p = cfg.focus.top_p;
   const auto focus = infer::generate(model, focus_req, focus_cfg);
+  // The model's own answer on the plain view (released code: ori_answer_vicrop), a separate batch
+  // so that recording it leaves the pairs' generations untouched.
+  std::vector<infer::GenerationResult> originals;
+  if (cfg.focus.original_answer) {
+    std::vector<infer::GenerationRequest> original_req;
+    for (size_t i = 0; i < work.size(); ++i) {
+      original_req.push_back(request(model, work[i].P, {work[i].p_orig}, view_features[i], {0}));
+      original_req.back().seed = view_seed(cfg.seed, work[i].sample->id, "focus_original");
+    }
+    originals = infer::generate(model, original_req, focus_cfg);
+  }
 
   // Robustness pairs: the loser sampled from the noisy image alone; the winner by contrastive
   // amplification, expert (I) and amateur (I_noise) stepped together in one batched forward.
@@ -390,6 +401,13 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
                     {"chosen_ppl", fw.ppl}, {"rejected_ppl", fl.ppl},
                     {"chosen_tokens", fw.tokens}, {"rejected_tokens", fl.tokens},
                     {"chosen_eos", fw.stopped_on_eos}, {"rejected_eos", fl.stopped_on_eos}};
+    if (cfg.focus.original_answer) {
+      const GeneratedText o = to_text(model, originals[i]);
+      rec["focus"]["original"] = o.text;
+      rec["focus"]["original_logp"] = o.logp_mean;
+      rec["focus"]["original_ppl"] = o.ppl;
+      rec["focus"]["original_tokens"] = o.tokens;
+    }
     rec["robust"] = {{"chosen", rw.text}, {"rejected", rl.text},
                      {"chosen_logp", rw.logp_mean}, {"rejected_logp", rl.logp_mean},
                      {"chosen_ppl", rw.ppl}, {"rejected_ppl", rl.ppl},
@@ -594,6 +612,8 @@ nlohmann::json finalize_pairs(const std::string& out_dir, const PairsConfig& cfg
   std::vector<double> ips_focus, ips_robust, clip_img, clip_crop, clip_inv, w_focus;
   std::vector<double> rob_margin, rob_ppl_max;
   int64_t kept = 0, identical_focus = 0, identical_robust = 0, full_image = 0;
+  // Against the model's own plain-view answer, where recorded: how often each winner is exactly it.
+  int64_t with_original = 0, focus_chosen_is_original = 0, robust_chosen_is_original = 0;
   size_t k = 0;
   for (auto& [idx, r] : by_index) {
     const FilterDecision d = decide(cands[k], fc, th);
@@ -610,6 +630,11 @@ nlohmann::json finalize_pairs(const std::string& out_dir, const PairsConfig& cfg
     identical_focus += r["focus"]["chosen"] == r["focus"]["rejected"];
     identical_robust += r["robust"]["chosen"] == r["robust"]["rejected"];
     full_image += r["crop"]["full_image"].get<bool>();
+    if (r["focus"].contains("original")) {
+      ++with_original;
+      focus_chosen_is_original += r["focus"]["chosen"] == r["focus"]["original"];
+      robust_chosen_is_original += r["robust"]["chosen"] == r["focus"]["original"];
+    }
     rob_margin.push_back(r["robust"]["chosen_logp"].get<double>() - r["robust"]["rejected_logp"].get<double>());
     rob_ppl_max.push_back(std::max(r["robust"]["chosen_ppl"].get<double>(), r["robust"]["rejected_ppl"].get<double>()));
     if (!r["clip"].is_null()) {
@@ -629,6 +654,10 @@ nlohmann::json finalize_pairs(const std::string& out_dir, const PairsConfig& cfg
   stats["identical_focus"] = identical_focus;
   stats["identical_robust"] = identical_robust;
   stats["full_image_crops"] = full_image;
+  if (with_original > 0)
+    stats["winners_equal_original"] = {{"samples", with_original},
+                                       {"focus_chosen", focus_chosen_is_original},
+                                       {"robust_chosen", robust_chosen_is_original}};
   stats["table5_filter"] = filter_table(cands, decisions, th);
   stats["table3_ips"] = {{"focus", ips_table(ips_focus)}, {"robust", ips_table(ips_robust)}};
   stats["robust_pairs"] = {{"margin", describe(rob_margin).to_json()}, {"max_ppl", describe(rob_ppl_max).to_json()}};

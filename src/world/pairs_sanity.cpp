@@ -83,13 +83,17 @@ json pairs_sanity(const std::string& pairs_dir, const std::string& world_dir, bo
 
   struct Tally {
     int64_t right = 0, wrong = 0, tie = 0;
-    json to_json(int64_t n) const {
+    json to_json(int64_t n, const std::string& first = "chosen", const std::string& second = "rejected") const {
       auto share = [n](int64_t k) { return n > 0 ? static_cast<double>(k) / static_cast<double>(n) : 0.0; };
-      return {{"chosen_more_faithful", share(right)}, {"rejected_more_faithful", share(wrong)}, {"neither", share(tie)},
-              {"counts", {{"chosen", right}, {"rejected", wrong}, {"neither", tie}}}};
+      return {{first + "_more_faithful", share(right)}, {second + "_more_faithful", share(wrong)}, {"neither", share(tie)},
+              {"counts", {{first, right}, {second, wrong}, {"neither", tie}}}};
     }
     void add(int o) { (o > 0 ? right : o < 0 ? wrong : tie) += 1; }
   } focus, robust;
+  // Each winner against the model's own answer on the plain view (focus.original, when the run
+  // recorded it): a winner no more faithful than that answer gives DPO nothing to move toward.
+  Tally focus_vs_original, robust_vs_original;
+  int64_t n_original = 0;
   double crop_hits = 0, random_hits = 0;
   int64_t n = 0, n_boxes = 0;
   std::map<std::string, int64_t> by_type;
@@ -106,6 +110,12 @@ json pairs_sanity(const std::string& pairs_dir, const std::string& world_dir, bo
                                  named_classes(r["focus"]["rejected"], classes, present)));
     robust.add(faithfulness_order(named_classes(r["robust"]["chosen"], classes, present),
                                   named_classes(r["robust"]["rejected"], classes, present)));
+    if (r["focus"].contains("original")) {
+      const NamedClasses original = named_classes(r["focus"]["original"], classes, present);
+      ++n_original;
+      focus_vs_original.add(faithfulness_order(named_classes(r["focus"]["chosen"], classes, present), original));
+      robust_vs_original.add(faithfulness_order(named_classes(r["robust"]["chosen"], classes, present), original));
+    }
     // The objects the question is about (all of them for a description).
     std::vector<std::pair<double, double>> centres;
     for (const auto& o : t->second.at("objects")) {
@@ -127,6 +137,10 @@ json pairs_sanity(const std::string& pairs_dir, const std::string& world_dir, bo
   out["question_types"] = by_type;
   out["focus"] = focus.to_json(n);
   out["robust"] = robust.to_json(n);
+  if (n_original > 0)
+    out["winners_vs_original"] = {{"pairs", n_original},
+                                  {"focus", focus_vs_original.to_json(n_original, "winner", "original")},
+                                  {"robust", robust_vs_original.to_json(n_original, "winner", "original")}};
   out["crop_contains_asked_object"] = {
       {"boxes", n_boxes},
       {"attention_crop", n_boxes > 0 ? crop_hits / static_cast<double>(n_boxes) : 0.0},

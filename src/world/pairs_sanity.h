@@ -4,6 +4,9 @@
 //   - faithfulness of each response: object classes it names that are present vs absent in the
 //     scene; a pair "points right" when its chosen answer names fewer absent classes (or as many
 //     and more present ones) than its rejected answer, "points wrong" in the reverse case;
+//   - where the run recorded the model's own greedy answer on the plain view (focus.original), each
+//     pair type's winner against it: a winner no more faithful than what the model already says
+//     gives DPO nothing better to move toward;
 //   - crop boxes: share containing (the centre of) an object the question is about, against the
 //     share an equally sized box placed uniformly at random would contain (exact average).
 #include <nlohmann/json.hpp>

@@ -35,7 +35,11 @@ TEST(DemoCli, CiSizeRunsEveryStageAndResumes) {
     }
   }
   EXPECT_EQ(results["claims"].size(), 5u);
-  EXPECT_EQ(results["commands"].size(), 12u);
+  EXPECT_EQ(results["commands"].size(), 13u);
+  // The pairs-sanity stage: pair correctness against the world's truth, winners against the own answer.
+  EXPECT_TRUE(results["pairs"]["focus"].contains("chosen_more_faithful"));
+  EXPECT_GT(results["pairs"]["winners_vs_original"]["pairs"].get<int>(), 0);
+  EXPECT_NE(r.out.find("pairs kept:"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("POPE adversarial F1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("claims"), std::string::npos) << r.out;
   const std::string html = p2dpo::io::read_file(out + "/report.html");
@@ -48,7 +52,7 @@ TEST(DemoCli, CiSizeRunsEveryStageAndResumes) {
   ASSERT_EQ(again.status, 0) << again.out;
   size_t skipped = 0;
   for (size_t p = again.out.find("done earlier"); p != std::string::npos; p = again.out.find("done earlier", p + 1)) ++skipped;
-  EXPECT_EQ(skipped, 11u) << again.out;  // all but the report, which is rebuilt from the others' outputs
+  EXPECT_EQ(skipped, 12u) << again.out;  // all but the report, which is rebuilt from the others' outputs
   EXPECT_EQ(p2dpo::io::read_file(out + "/table.txt"), table);
 }
 

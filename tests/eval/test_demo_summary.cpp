@@ -59,6 +59,28 @@ TEST(DemoSummary, MetricsDeltasAndClaims) {
   EXPECT_NE(table.find("[ +5.00]"), std::string::npos) << table;
   EXPECT_NE(table.find("NO  >= +4 POPE F1 at sigma 0.2"), std::string::npos) << table;
   EXPECT_EQ(table.find("AFR"), std::string::npos) << "rows without any value are left out";
+  EXPECT_FALSE(s.contains("pairs"));  // no pairs-sanity file
+  EXPECT_EQ(table.find("pairs kept"), std::string::npos);
+
+  // The pairs-sanity stage's file joins results.json and the table, shares in per cent.
+  auto tally = [](double first, double second, const char* a, const char* b) {
+    return json{{std::string(a) + "_more_faithful", first}, {std::string(b) + "_more_faithful", second},
+                {"neither", 1.0 - first - second}};
+  };
+  io::write_json_atomic(dir + "/pairs/sanity.json",
+                        {{"pairs", 196},
+                         {"focus", tally(0.291, 0.219, "chosen", "rejected")},
+                         {"robust", tally(0.663, 0.036, "chosen", "rejected")},
+                         {"winners_vs_original",
+                          {{"pairs", 196},
+                           {"focus", tally(0.173, 0.235, "winner", "original")},
+                           {"robust", tally(0.082, 0.102, "winner", "original")}}}});
+  const auto with_pairs = summarize_demo(dir, {"base", "p2dpo"});
+  EXPECT_EQ(with_pairs["pairs"]["pairs"], 196);
+  const std::string t2 = format_demo_table(with_pairs);
+  EXPECT_NE(t2.find("pairs kept: 196"), std::string::npos) << t2;
+  EXPECT_NE(t2.find("focus  chosen  29.1  rejected  21.9  neither  49.0"), std::string::npos) << t2;
+  EXPECT_NE(t2.find("robust winner   8.2  own answer  10.2  neither  81.6"), std::string::npos) << t2;
 }
 
 TEST(DemoSummary, MalformedResultNamesTheFile) {

@@ -58,6 +58,8 @@ TEST(PairsConfig, PresetsFilesAndErrors) {
   EXPECT_EQ(c.crop.ratios, (std::vector<double>{1.0, 1.5}));
   EXPECT_EQ(c.prompt.template_, "USER: {question}\n<image> ASSISTANT:");
   EXPECT_EQ(load_pairs_config(yaml, "paper").prompt.attention, "locate");  // --preset wins
+  EXPECT_TRUE(c.focus.original_answer);  // both presets record the own answer
+  EXPECT_FALSE(load_pairs_config(write_text(dir, "o.yaml", "focus:\n  original_answer: false\n")).focus.original_answer);
   // The resolved config reads back to itself.
   const auto resolved = write_text(dir, "resolved.json", c.to_json().dump());
   EXPECT_EQ(load_pairs_config(resolved).to_json(), c.to_json());
@@ -154,7 +156,11 @@ TEST(PairsPipeline, RecordsStatsAndResume) {
     EXPECT_LT(r["reference"]["robust_rejected"].get<double>(), 0.0);
     EXPECT_EQ(r["prompts"]["enhanced"].get<std::string>().find("USER: <image><image>\nAnswer the question mainly"), 0u);
     EXPECT_EQ(r["weights"]["w_focus"].get<double>(), 0.5);  // no CLIP model: DDW off
+    // The model's own plain-view answer (focus.original_answer, on by default), as the released code keeps it.
+    EXPECT_TRUE(r["focus"].contains("original"));
+    EXPECT_GE(r["focus"]["original_ppl"].get<double>(), 1.0);
   }
+  EXPECT_TRUE(cfg.focus.original_answer);
   // The batched reference scoring (one multi-view call per batch) equals scoring each sequence alone.
   {
     const auto& r = recs[1];
@@ -170,6 +176,27 @@ TEST(PairsPipeline, RecordsStatsAndResume) {
   EXPECT_TRUE(stats.contains("table5_filter"));
   EXPECT_TRUE(stats.contains("table3_ips"));
   EXPECT_EQ(stats["kept"].get<int>(), static_cast<int>(io::read_jsonl_file(full + "/filtered.jsonl").size()));
+  EXPECT_EQ(stats["winners_equal_original"]["samples"].get<int>(), 5);
+
+  // Recording the own answer is a separate batch: turned off, the pairs are the same to the byte,
+  // only the original fields (and the stats about them) are gone.
+  {
+    auto no_original = cfg;
+    no_original.focus.original_answer = false;
+    const std::string dir = test::scratch_dir("pairs_no_original");
+    generate_pairs(*model, nullptr, no_original, tiny_options(dir, 5));
+    const auto plain = io::read_jsonl_file(dir + "/pairs.jsonl");
+    ASSERT_EQ(plain.size(), recs.size());
+    for (size_t i = 0; i < plain.size(); ++i) {
+      EXPECT_FALSE(plain[i]["focus"].contains("original"));
+      auto stripped = recs[i];
+      for (const char* k : {"original", "original_logp", "original_ppl", "original_tokens"}) stripped["focus"].erase(k);
+      EXPECT_EQ(plain[i]["focus"], stripped["focus"]) << i;
+      EXPECT_EQ(plain[i]["robust"], recs[i]["robust"]) << i;
+      EXPECT_EQ(plain[i]["reference"], recs[i]["reference"]) << i;
+    }
+    EXPECT_FALSE(io::read_json_file(dir + "/stats.json").contains("winners_equal_original"));
+  }
 
   // The optional length-ratio filter (off in the preset): a pair whose longer response has more
   // than max_length_ratio times the tokens of the shorter is dropped with reason "length_ratio".
@@ -409,6 +436,7 @@ TEST(PairsWorld, ShippedModelMakesCompletePairs) {
       EXPECT_LT(rec[pair]["chosen_ppl"].get<double>(), 10.0);  // a trained model: its own answers are likely
     }
     differ += rec["focus"]["chosen"] != rec["focus"]["rejected"];
+    EXPECT_FALSE(rec["focus"]["original"].get<std::string>().empty());
     // CLIPScore is 100 * max(cos, 0): a crop the prompt does not describe may score exactly 0.
     EXPECT_GT(rec["clip"]["image"].get<double>(), 0.0);
     for (const char* k : {"crop", "inverse_crop"}) {
@@ -434,6 +462,8 @@ TEST(PairsWorld, ShippedModelMakesCompletePairs) {
   EXPECT_TRUE(stats.contains("table6_crop_clip"));
   EXPECT_EQ(stats["table3_ips"]["focus"]["n"].get<int>(), stats["kept"].get<int>());
   EXPECT_EQ(io::read_json_file(out + "/config.json")["focus"]["max_new_tokens"].get<int>(), 48);
+  EXPECT_EQ(stats["winners_equal_original"]["samples"].get<int>(), 20);
+  EXPECT_LE(stats["winners_equal_original"]["focus_chosen"].get<int>(), 20);
 }
 
 }  // namespace
