@@ -197,6 +197,7 @@ class Discoverer {
     p.path = dir.string();
     p.stats = io::read_json_file((dir / "stats.json").string());
     p.config = read_optional_json(dir / "config.json");
+    p.sanity = read_optional_json(dir / "sanity.json");
     const std::string records = (dir / "pairs.jsonl").string();
     std::ifstream f(records);
     std::string line;
@@ -386,6 +387,7 @@ class Builder {
     table3_ips();
     table4_benchmarks();
     table5_filter();
+    pairs_truth();
     table6_crop_clip();
     training();
     heatmaps();
@@ -950,6 +952,58 @@ class Builder {
     }
     s.blocks.push_back(table_block(std::move(counts)));
     if (!reasons.empty()) s.blocks.push_back(bar_block(std::move(bars)));
+  }
+
+  // ------------------------------------------------------------ pairs against the world's truth
+  // Only where a pair run has sanity.json (the demo writes it): which side of each pair names
+  // fewer absent objects, and whether each winner beats the model's own plain-view answer.
+  void pairs_truth() {
+    std::vector<const PairsRun*> runs;
+    for (const auto& p : in_.pairs)
+      if (p.sanity.is_object() && p.sanity.contains("focus")) runs.push_back(&p);
+    if (runs.empty()) return;  // real-model runs have no ground truth: nothing to say
+    auto& s = section("pairs-truth", "Pairs against the ground truth");
+    s.blocks.push_back(para(
+        "Shares of the pairs checked (kept pairs where the run says so) in which each side is more faithful "
+        "to the scene: fewer absent objects named, or as many and more present ones. The second table puts "
+        "each winner against the model's own greedy answer on the plain view (I, P): a winner that is not "
+        "better than that answer gives DPO nothing better to move toward."));
+    Table t;
+    t.id = "pairs-truth-order";
+    t.caption = "Chosen vs rejected, judged by the world's truth";
+    t.row_header = "pairs · type";
+    t.highlight_best = t.deltas = false;
+    t.columns = {{"pairs", Better::None, Format::Integer}, {"chosen better", Better::Higher, Format::Percent},
+                 {"rejected better", Better::Lower, Format::Percent}, {"neither", Better::None, Format::Percent}};
+    Table w;
+    w.id = "pairs-truth-vs-own";
+    w.caption = "Each winner vs the model's own answer on the plain view";
+    w.row_header = "pairs · type";
+    w.highlight_best = w.deltas = false;
+    w.columns = {{"pairs", Better::None, Format::Integer}, {"winner better", Better::Higher, Format::Percent},
+                 {"own answer better", Better::Lower, Format::Percent}, {"neither", Better::None, Format::Percent}};
+    for (const auto* p : runs) {
+      for (const char* type : {"focus", "robust"}) {
+        if (!p->sanity.contains(type)) continue;
+        const json& o = p->sanity[type];
+        TableRow row;
+        row.label = p->label + " · " + type;
+        row.run = p->run;
+        row.cells = {cell(number_at(p->sanity, {"pairs"})), cell(number_at(o, {"chosen_more_faithful"})),
+                     cell(number_at(o, {"rejected_more_faithful"})), cell(number_at(o, {"neither"}))};
+        t.rows.push_back(std::move(row));
+        if (!p->sanity.contains("winners_vs_original")) continue;
+        const json& v = p->sanity["winners_vs_original"];
+        TableRow vrow;
+        vrow.label = p->label + " · " + type;
+        vrow.run = p->run;
+        vrow.cells = {cell(number_at(v, {"pairs"})), cell(number_at(v, {type, "winner_more_faithful"})),
+                      cell(number_at(v, {type, "original_more_faithful"})), cell(number_at(v, {type, "neither"}))};
+        w.rows.push_back(std::move(vrow));
+      }
+    }
+    s.blocks.push_back(table_block(std::move(t)));
+    if (!w.rows.empty()) s.blocks.push_back(table_block(std::move(w)));
   }
 
   // ------------------------------------------------------------ Table 6: crop CLIP statistics

@@ -60,6 +60,7 @@ struct PairsRun {
   std::string path;
   nlohmann::json stats;    // stats.json
   nlohmann::json config;   // config.json (null when absent)
+  nlohmann::json sanity;   // sanity.json: `p2dpo world pairs-sanity` on a world run (null when absent)
   std::vector<PairSample> samples;  // the first few records with a heat-map
 };
 

@@ -54,6 +54,7 @@ std::set<std::string> section_ids(const ReportModel& m) {
 
 const std::vector<std::string> kAllSections = {"overview",         "table2-pope",   "figure4-noise", "table1-afr",
                                                "table3-ips",       "table4-benchmarks", "table5-filter",
+                                               "pairs-truth",
                                                "table6-crop-clip", "training",      "heatmaps",      "other-benchmarks",
                                                "configs"};
 
@@ -293,6 +294,17 @@ TEST(ReportModel, EverySectionOfTheFixtureWithPaperShapedTables) {
   EXPECT_EQ(t3->rows.size(), 4u);  // ips focus/robust + recorded focus/robust
   EXPECT_NE(find_table(m, "table5-pairs"), nullptr);
   EXPECT_NE(find_table(m, "table6-pairs"), nullptr);
+  // The fixture's pairs/sanity.json: focus and robust rows, each winner against the own answer.
+  const Table* order = find_table(m, "pairs-truth-order");
+  const Table* own = find_table(m, "pairs-truth-vs-own");
+  ASSERT_NE(order, nullptr);
+  ASSERT_NE(own, nullptr);
+  ASSERT_EQ(order->rows.size(), 2u);
+  ASSERT_EQ(own->rows.size(), 2u);
+  EXPECT_EQ(order->rows[1].label, "pairs · robust");
+  EXPECT_NEAR(*order->rows[1].cells[1].value, 0.75, 1e-12);
+  EXPECT_NEAR(*own->rows[0].cells[2].value, 0.5, 1e-12);  // focus: own answer better in 2 of 4
+  EXPECT_EQ(*own->rows[0].cells[0].value, 4.0);
   EXPECT_GE(m.charts, 8u);
 }
 
