@@ -54,6 +54,16 @@ TEST(DemoCli, CiSizeRunsEveryStageAndResumes) {
   for (size_t p = again.out.find("done earlier"); p != std::string::npos; p = again.out.find("done earlier", p + 1)) ++skipped;
   EXPECT_EQ(skipped, 12u) << again.out;  // all but the report, which is rebuilt from the others' outputs
   EXPECT_EQ(p2dpo::io::read_file(out + "/table.txt"), table);
+
+  // By default the stages run side by side (one per core, one thread each); one after another
+  // with one thread they give the same adapter and the same table: the schedule changes nothing.
+  const std::string serial = p2dpo::test::scratch_dir("demo-ci-serial") + "/run";
+  const auto one = p2dpo::test::run_cli({"demo", "--size", "ci", "--out", serial, "--quiet", "--jobs", "1", "--threads", "1"});
+  ASSERT_EQ(one.status, 0) << one.out;
+  EXPECT_EQ(p2dpo::io::read_file(serial + "/table.txt"), table);
+  EXPECT_EQ(p2dpo::io::read_file(serial + "/train/adapter/adapter_model.safetensors"),
+            p2dpo::io::read_file(out + "/train/adapter/adapter_model.safetensors"));
+  EXPECT_EQ(p2dpo::io::read_json_file(serial + "/demo-config.json")["jobs"], 1);
 }
 
 TEST(DemoCli, BadFlagsExitWithStatus2) {
@@ -67,6 +77,9 @@ TEST(DemoCli, BadFlagsExitWithStatus2) {
   r = p2dpo::test::run_cli({"demo", "--model", out + "/nope", "--out", out, "--size", "ci"});
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("nope"), std::string::npos) << r.out;
+  r = p2dpo::test::run_cli({"demo", "--jobs", "-1", "--out", out, "--size", "ci"});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("--jobs"), std::string::npos) << r.out;
 }
 
 }  // namespace
