@@ -4,7 +4,7 @@
 # and robustness pairs from the world's unlabelled prompts, they are filtered and weighted, a LoRA
 # adapter is trained with the P2-DPO objective, and base and trained model are evaluated (POPE
 # splits and noise sweep, CHAIR, AFR/P-Acc, IPS) into demo-run/report.html and demo-run/results.json,
-# with a before/after table on the terminal. About 10 minutes on 2 cores after the build.
+# with a before/after table on the terminal. About 8 minutes on 2 cores after the build.
 # Extra arguments go to `p2dpo demo` (e.g. --size ci, --baseline vcd --baseline dpo, --ablate calib).
 # Rerunning resumes: finished stages are skipped.
 set -euo pipefail
