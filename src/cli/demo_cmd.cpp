@@ -170,7 +170,19 @@ class StageRunner {
         for (size_t i = 0; i < n && running.size() < static_cast<size_t>(jobs_); ++i) {
           if (state[i] != State::Pending || !ready(i)) continue;
           Stage& s = stages[i];
-          if (s.prepare) s.prepare(s);
+          if (s.prepare) {
+            try {
+              s.prepare(s);
+            } catch (const std::exception& e) {
+              // An earlier stage's output is unusable: let the running stages finish, start nothing.
+              failed_stage = s.name;
+              failure = e.what();
+              state[i] = State::Done;
+              ++finished;
+              progress = false;
+              break;
+            }
+          }
           const Launch l = launch_of(s);
           commands_[i] = l.command;
           ++announced;
