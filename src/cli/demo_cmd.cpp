@@ -382,10 +382,9 @@ void run_demo(DemoOptions o) {
   }
   for (const auto& v : variants) {
     // The stages a variant's evaluations read from: the world, and its adapter's training run.
+    // (a training stage is named after its run folder: train, train-ablate-X, train-dpo-offpolicy).
     std::vector<std::string> after = {"world"};
-    if (v.name == "p2dpo") after.push_back("train");
-    if (v.name == "dpo-offpolicy") after.push_back("train-dpo-offpolicy");
-    if (v.name.rfind("ablate-", 0) == 0) after.push_back("train-" + v.name);
+    if (!v.train_dir.empty()) after.push_back(fs::path(v.train_dir).filename().string());
     std::vector<std::string> model = {"--model", o.model};
     if (!v.train_dir.empty()) model.insert(model.end(), {"--adapter", v.train_dir + "/adapter"});
     const std::string ev = D + "/eval/" + v.name;

@@ -225,7 +225,7 @@ std::string format_demo_table(const json& summary) {
     if (p.contains("winners_vs_original")) {
       out += "the winner against the model's own greedy answer on the plain view (%):\n";
       for (const char* type : {"focus", "robust"}) {
-        const json& t = p["winners_vs_original"][type];
+        const json t = p["winners_vs_original"].value(type, json::object());
         std::snprintf(buf, sizeof buf, "  %-6s winner %5.1f  own answer %5.1f  neither %5.1f\n", type,
                       pct(t, "winner_more_faithful"), pct(t, "original_more_faithful"), pct(t, "neither"));
         out += buf;
