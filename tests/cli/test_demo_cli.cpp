@@ -66,6 +66,35 @@ TEST(DemoCli, CiSizeRunsEveryStageAndResumes) {
   EXPECT_EQ(p2dpo::io::read_json_file(serial + "/demo-config.json")["jobs"], 1);
 }
 
+// When an earlier stage's output cannot be used (here: a filter that keeps no pair, so neither
+// the trainer nor the DPO baseline's pair count has anything to go on), the demo starts nothing
+// new, lets the stages already running finish, exits non-zero naming the stage and the file, and
+// writes neither a trained adapter nor a report.
+TEST(DemoCli, AnUnusableEarlierOutputStopsTheDemoNamingTheStage) {
+  const std::string repo = std::string(P2DPO_TEST_DATA) + "/../..";
+  const std::string dir = p2dpo::test::scratch_dir("demo-keeps-nothing");
+  const std::string config = dir + "/keep-nothing.yaml";
+  // The world's pairs config with a PPL ceiling below 1, which no response can meet.
+  p2dpo::io::write_file_atomic(config, p2dpo::io::read_file(repo + "/configs/world-pairs.yaml") +
+                                           "  filter:\n    max_ppl: 0.5\n");
+  const std::string out = dir + "/run";
+  const auto r = p2dpo::test::run_cli({"demo", "--size", "ci", "--out", out, "--quiet", "--baseline", "dpo",
+                                       "--pairs-config", config, "--prompts", "8"});
+  EXPECT_NE(r.status, 0) << r.out;
+  ASSERT_TRUE(fs::exists(out + "/pairs/stats.json")) << r.out;
+  EXPECT_EQ(p2dpo::io::read_json_file(out + "/pairs/stats.json")["kept"], 0) << r.out;
+  // Either the trainer fails (no pairs to train on) or the baseline cannot match a count of 0:
+  // whichever comes first is named, with its file.
+  const bool train_failed = r.out.find("train") != std::string::npos && r.out.find("exit status") != std::string::npos;
+  const bool truth_unprepared = r.out.find("truth-pairs") != std::string::npos &&
+                                r.out.find("no P2-DPO pairs kept") != std::string::npos;
+  EXPECT_TRUE(train_failed || truth_unprepared) << r.out;
+  EXPECT_FALSE(fs::exists(out + "/train/adapter/adapter_model.safetensors"));
+  EXPECT_FALSE(fs::exists(out + "/train-dpo-offpolicy/adapter"));
+  EXPECT_FALSE(fs::exists(out + "/report.html"));
+  EXPECT_FALSE(fs::exists(out + "/results.json"));
+}
+
 TEST(DemoCli, BadFlagsExitWithStatus2) {
   const std::string out = p2dpo::test::scratch_dir("demo-bad") + "/run";
   auto r = p2dpo::test::run_cli({"demo", "--size", "huge", "--out", out});
