@@ -6,7 +6,9 @@
 // --dump writes the exact inputs (prompt ids, pixel values) and our outputs (prefill logits of the
 // last position, greedy tokens) so the HF side can be fed the same tensors and compared.
 #include <torch/cuda.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <chrono>

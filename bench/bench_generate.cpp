@@ -2,7 +2,9 @@
 // ~100M-parameter LLaVA-shaped model, batch 1 vs 8, with vs without KV cache.
 // Prints JSON with ratios against the baseline measured in the same process:
 //   ./build/bench_generate [--out bench/results/generate_cpu.json] [--new-tokens 64]
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+#include <torch/version.h>
 
 #include <chrono>
 #include <filesystem>

@@ -1,5 +1,6 @@
 // p2dpo clipscore: 100 * max(cos, 0) between every text and image with an HF CLIPModel.
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 

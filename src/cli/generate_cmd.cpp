@@ -1,5 +1,6 @@
 // p2dpo generate: greedy or sampled continuation of a prompt with images.
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "cli/commands.h"
 #include "cli/common.h"

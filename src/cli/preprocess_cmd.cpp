@@ -1,5 +1,6 @@
 // p2dpo preprocess: the exact pixel tensor a model will see, as safetensors (and a PNG view).
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "cli/commands.h"
 #include "cli/common.h"

@@ -1,5 +1,6 @@
 // p2dpo score: log-probabilities of an answer given a prompt and images.
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "cli/commands.h"
 #include "cli/common.h"

@@ -1,6 +1,7 @@
 #include "models/layers.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <limits>
 

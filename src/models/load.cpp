@@ -1,6 +1,8 @@
 #include "models/load.h"
 
-#include <torch/torch.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 

@@ -1,6 +1,7 @@
 #include "pairs/clip_scorer.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 

@@ -1,6 +1,7 @@
 #include "pairs/contrastive.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 #include <limits>

@@ -1,6 +1,7 @@
 #include "pairs/responses.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "infer/scoring.h"
 

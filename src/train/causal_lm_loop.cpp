@@ -1,6 +1,7 @@
 #include "train/causal_lm_loop.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <chrono>
 #include <cmath>

@@ -1,6 +1,8 @@
 #include "train/loss.h"
 
-#include <torch/torch.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 namespace p2dpo::train {
 

@@ -1,6 +1,7 @@
 #include "train/p2dpo_trainer.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <chrono>
 #include <cmath>

@@ -1,6 +1,7 @@
 #include "train/sampler.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <numeric>
 #include <random>

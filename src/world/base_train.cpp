@@ -1,6 +1,7 @@
 #include "world/base_train.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 #include <iostream>

@@ -3,7 +3,8 @@
 // hand-made map, the aggregation into per-layer AFR / P-Acc / image share, and a real run of the
 // shipped world model on the records of three world scenes.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 #include <filesystem>

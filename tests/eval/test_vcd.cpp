@@ -3,7 +3,8 @@
 // (seed, image name), and the decoding is recorded in the run records (resume under another
 // decoding is refused) for run_generation and the POPE runner.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 #include <filesystem>

@@ -2,7 +2,9 @@
 // contrastive stepping of two contexts, and the gradient-weighted attention map against a
 // finite-difference estimate of d log p / d attention.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/autograd.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 

@@ -1,6 +1,7 @@
 #include "models/fixture_util.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cstdlib>
 

@@ -1,7 +1,8 @@
 // Parity of CLIPModel (both towers, projections, CLIPScore) with HF transformers 4.45.1 on the
 // tiny random fixture tests/data/clip-tiny-s0 (weights N(0, 0.2): peaked attention).
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 

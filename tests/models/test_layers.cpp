@@ -1,7 +1,8 @@
 // The small building blocks: LoRA on Linear (PEFT's formula; the trainer builds on it) and
 // RMSNorm's cast-back-before-weight order.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "models/layers.h"
 

@@ -1,7 +1,8 @@
 // A new LLaVA from a CLIP vision tower + tokenizer (how the world's base model starts), and saving
 // a model back in the llava-hf layout.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <filesystem>

@@ -2,7 +2,8 @@
 // (tests/data/llava-tiny-*). Tolerances are the issue's: pixels 1e-6, vision features and
 // projector 1e-5, attention probabilities 1e-5, logits and log-prob sums 1e-4, greedy ids equal.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <fstream>
 

@@ -2,7 +2,8 @@
 // (VCD's adaptive plausibility cutoff on the expert's raw logits) per row, and an end-to-end decode
 // on the tiny LLaVA where expert and amateur see the same input, so CA must reproduce plain greedy.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 #include <stdexcept>

@@ -2,7 +2,8 @@
 // three erasures, the share an erasure covers, VCD's diffusion schedule and noise, the noisy view as
 // the tiny LLaVA sees it, and the per-view seeds.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 #include <stdexcept>

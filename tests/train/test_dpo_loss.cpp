@@ -1,6 +1,7 @@
 // The P2-DPO objective against hand-computed values (method.md §7.1: eqs. 4–8, DDW worked values).
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 

@@ -2,7 +2,8 @@
 // full checkpoint), load errors, and a finite-difference check of the LoRA gradient.
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <cmath>

@@ -1,7 +1,9 @@
 // Multi-view answer scoring (train/multiview.h): shared-prefix log-prob sums and their gradients
 // against separate full forward passes, on the tiny LLaVA fixture in fp32.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/autograd.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <cmath>
 

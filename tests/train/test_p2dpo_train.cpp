@@ -2,7 +2,8 @@
 // (tests/data/train/world-pairs): learning, resume, reference modes, data parallel, configs, errors.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 #include <unistd.h>
 
 #include <filesystem>

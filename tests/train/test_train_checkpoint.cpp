@@ -1,7 +1,8 @@
 // Checkpoint round trip, retention, and THE resume test: a run stopped after k steps (state
 // dropped as by a kill) and resumed in fresh objects ends bit-identical to an uninterrupted run.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 #include <fstream>

@@ -1,6 +1,9 @@
 // Optimizer, schedule, clipping, sampler, RNG helpers, loss and metrics of src/train.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adamw.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 #include <fstream>

@@ -1,7 +1,8 @@
 // Conversation loading, templates, tokenization, collation, and the gradient-accumulation and
 // padding equivalences on the tiny LLaVA.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <fstream>
 

@@ -1,7 +1,8 @@
 // The world base-model trainer on a tiny world: the stages run end to end and save a llava-hf
 // model; a run stopped mid-way and resumed ends with the same weights as an uninterrupted one.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 

@@ -1,7 +1,8 @@
 // The world CLIP: HF-style random init, save/reload in the HF layout, the BPE learner, and a few
 // contrastive training steps on tiny drawn images.
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <cmath>
