@@ -11,11 +11,13 @@ object of the same colour, the look-alike the adversarial question is about (neg
   pope_views.py prompts WORLD SPLIT N OUT.jsonl      the first N questions as `p2dpo pairs` prompts
   pope_views.py score WORLD SPLIT PAIRS_DIR OUT.json  the tables (also printed)
 
-Python 3 standard library only. A yes/no is read as POPE's parser does for these answers: "no" when
-the answer starts with "no", else "yes" (the world model always opens with Yes/No).
+Python 3 standard library only. A yes/no is read with POPE's official rule, as `p2dpo eval pope`
+does (evaluation spec 2.3): the text before the first '.', commas removed, split on spaces; "no"
+when a token is exactly "No", "no" or "not".
 """
 import collections
 import json
+import os
 import sys
 
 # (column, what it is, where the pairs record keeps its answer)
@@ -37,7 +39,8 @@ def centre_in(box, obj):
 
 
 def yes_no(text):
-    return "no" if text.strip().lower().startswith("no") else "yes"
+    words = text.split(".")[0].replace(",", "").split(" ")
+    return "no" if {"No", "no", "not"} & set(words) else "yes"
 
 
 def prompts(world, split, n, out):
@@ -87,7 +90,6 @@ def score(world, split, pairs_dir, out):
               "views": {name: {"what": what, "field": "%s.%s" % path} for name, what, path in VIEWS}}
     with open(out + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
-    import os
     os.replace(out + ".tmp", out)
     print("accuracy % (yes %) by view, POPE " + split)
     print("%-50s" % "questions" + "".join("%13s" % v for v, _, _ in VIEWS))
