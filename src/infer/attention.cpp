@@ -4,6 +4,9 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include <algorithm>
+#include <stdexcept>
+
 #include "io/errors.h"
 
 namespace p2dpo::infer {
@@ -83,6 +86,70 @@ GradAttention gradient_weighted_attention(models::VisionLanguageModel& model,
   g.map = weighted.to(torch::kCPU).index_select(0, torch::tensor(positions, torch::kLong)).contiguous();
   g.first_token = target;
   return g;
+}
+
+std::vector<GradAttention> gradient_weighted_attention_batch(
+    models::VisionLanguageModel& model, const std::vector<std::vector<models::PreparedImage>>& images,
+    const std::vector<std::vector<int64_t>>& prompt_ids, int layer) {
+  if (images.size() != prompt_ids.size()) throw std::invalid_argument("one image list per prompt");
+  if (prompt_ids.size() == 1) return {gradient_weighted_attention(model, images[0], prompt_ids[0], layer)};
+  std::vector<GradAttention> out;
+  if (prompt_ids.empty()) return out;
+  check_layers({layer}, model.info().num_layers);
+  torch::AutoGradMode grad_on(true);
+  const int64_t B = static_cast<int64_t>(prompt_ids.size());
+  int64_t L = 0;
+  for (const auto& ids : prompt_ids) L = std::max<int64_t>(L, static_cast<int64_t>(ids.size()));
+  // Left padding: every row's last position is its own last prompt token (the query row).
+  int64_t pad = model.info().pad_token_id;
+  if (pad == model.info().image_token_id) pad = 0;
+  auto ids = torch::full({B, L}, pad, torch::kLong);
+  auto mask = torch::zeros({B, L}, torch::kLong);
+  std::vector<torch::Tensor> feature_rows;
+  {
+    torch::NoGradGuard no_grad;  // image features are constants here
+    for (int64_t b = 0; b < B; ++b) {
+      const auto& p = prompt_ids[static_cast<size_t>(b)];
+      if (p.empty()) throw InputError("--prompt", "a prompt has no tokens");
+      const int64_t off = L - static_cast<int64_t>(p.size());
+      ids.index_put_({b, torch::indexing::Slice(off, torch::indexing::None)}, torch::tensor(p, torch::kLong));
+      mask.index_put_({b, torch::indexing::Slice(off, torch::indexing::None)}, 1);
+      const auto& imgs = images[static_cast<size_t>(b)];
+      if (!imgs.empty()) {
+        auto f = model.encode_images(imgs);
+        feature_rows.push_back(f.reshape({-1, f.size(-1)}));
+      }
+    }
+  }
+  models::AttentionCapture cap;
+  cap.layers = {layer};
+  cap.query_rows = {L - 1};
+  cap.keep_graph = true;
+  models::ForwardInput in;
+  in.input_ids = ids;
+  in.attention_mask = mask;
+  if (!feature_rows.empty()) in.image_features = torch::cat(feature_rows, 0);
+  in.capture = &cap;
+  in.logits_last_only = true;
+  auto fwd = model.forward(in);
+  auto last = fwd.logits.select(1, 0);  // [B, V]
+  const auto targets = last.argmax(-1);
+  auto logp = torch::log_softmax(last, -1).gather(1, targets.view({B, 1})).sum();
+  auto probs = cap.probs.at(layer);  // [B, heads, 1, kv]
+  auto grads = torch::autograd::grad({logp}, {probs})[0];
+  auto weighted = (probs.detach() * torch::relu(grads)).select(2, 0).mean(1).to(torch::kCPU);  // [B, kv]
+  const auto first = targets.to(torch::kCPU);
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& p = prompt_ids[static_cast<size_t>(b)];
+    auto positions = image_positions_of(p, model.info().image_token_id);
+    const int64_t off = L - static_cast<int64_t>(p.size());
+    for (auto& q : positions) q += off;
+    GradAttention g;
+    g.map = weighted[b].index_select(0, torch::tensor(positions, torch::kLong)).contiguous();
+    g.first_token = first[b].item<int64_t>();
+    out.push_back(std::move(g));
+  }
+  return out;
 }
 
 }  // namespace p2dpo::infer

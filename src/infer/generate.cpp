@@ -122,7 +122,17 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
     first = false;
     auto out = model.forward(in);
     auto logits = out.logits.select(1, 0).to(torch::kCPU).view({N, K, -1});  // [N, K, V] fp32
+    // HF's MinNewTokensLengthLogitsProcessor: EOS is masked before warping (log-probs see the
+    // mask too), in every context before they are combined (a combiner's own cut, such as
+    // contrastive amplification's V_head, then never keeps EOS alone) and again after (-inf - -inf).
+    const bool hold_eos = step < cfg.min_new_tokens;
+    auto mask_eos = [&](torch::Tensor& t) {
+      for (int64_t e : eos)
+        if (e >= 0 && e < t.size(-1)) t.select(-1, e).fill_(-std::numeric_limits<float>::infinity());
+    };
+    if (hold_eos) mask_eos(logits);
     auto scores = combine ? combine(logits) : logits.select(1, 0);
+    if (hold_eos) mask_eos(scores);
     auto logp = torch::log_softmax(scores, -1);
     torch::Tensor next;
     if (cfg.greedy()) {

@@ -16,6 +16,7 @@ namespace p2dpo::infer {
 
 struct SamplingConfig {
   int max_new_tokens = 64;
+  int min_new_tokens = 0;    // EOS is scored -inf until this many tokens exist (HF's min_new_tokens)
   double temperature = 0.0;  // 0 = greedy (argmax, first max on ties)
   double top_p = 1.0;
   int top_k = 0;             // 0 = off

@@ -139,6 +139,33 @@ TEST_F(TinyLlava, GradientWeightedAttentionEqualsFullEagerGradient) {
   EXPECT_LE((want - g.map).abs().max().item<double>(), 1e-6 + 1e-4 * want.abs().max().item<double>());
 }
 
+TEST_F(TinyLlava, BatchedGradientAttentionEqualsOnePromptAtATime) {
+  // Prompts of different lengths share one left-padded forward and backward; each row's map and
+  // first token are the single-prompt call's (the rows' log-probs do not mix).
+  const auto dark = [&] {
+    auto img = images_[0];
+    img.pixel_values = img.pixel_values * 0.5;
+    return img;
+  }();
+  const std::vector<std::vector<models::PreparedImage>> images = {images_, {dark}, images_};
+  const std::vector<std::vector<int64_t>> ids = {
+      ids_, model_->tokenize_prompt("USER: <image>\nIs there a red circle in the top left corner? ASSISTANT:", {dark}),
+      model_->tokenize_prompt("USER: <image>\nColour? ASSISTANT:", images_)};
+  ASSERT_NE(ids[0].size(), ids[1].size());
+  for (int layer : {0, 1}) {
+    const auto batched = infer::gradient_weighted_attention_batch(*model_, images, ids, layer);
+    ASSERT_EQ(batched.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+      const auto one = infer::gradient_weighted_attention(*model_, images[i], ids[i], layer);
+      EXPECT_EQ(batched[i].first_token, one.first_token) << i;
+      ASSERT_EQ(batched[i].map.sizes(), one.map.sizes());
+      const double scale = one.map.abs().max().item<double>();
+      EXPECT_GT(scale, 0.0);
+      EXPECT_LE((batched[i].map - one.map).abs().max().item<double>(), 1e-4 * scale) << "prompt " << i << " layer " << layer;
+    }
+  }
+}
+
 TEST_F(TinyLlava, CaptureDoesNotChangeTheOutput) {
   torch::AutoGradMode on(true);
   models::AttentionCapture cap;
@@ -171,6 +198,27 @@ TEST_F(TinyLlava, ScoreOfGreedyAnswerEqualsGenerationLogprobs) {
   auto sc = infer::score_ids(*model_, images_, ids_, gen.token_ids);
   ASSERT_EQ(sc.logprobs.size(), gen.logprobs.size());
   for (size_t i = 0; i < sc.logprobs.size(); ++i) EXPECT_NEAR(sc.logprobs[i], gen.logprobs[i], 1e-4);
+}
+
+TEST_F(TinyLlava, MinNewTokensKeepsEosOutUntilTheMinimum) {
+  // Make the greedy first token the end token: without a minimum the answer stops at once; with
+  // min_new_tokens 3 (HF's MinNewTokensLengthLogitsProcessor) it cannot appear in the first 3.
+  torch::NoGradGuard ng;
+  infer::GenerationRequest req{ids_, model_->encode_images(images_), std::nullopt};
+  infer::SamplingConfig cfg;
+  cfg.max_new_tokens = 5;
+  cfg.stop_on_eos = false;
+  const int64_t first = infer::generate(*model_, {req}, cfg)[0].token_ids.at(0);
+  cfg.stop_on_eos = true;
+  cfg.eos_token_ids = {first};
+  const auto stopped = infer::generate(*model_, {req}, cfg)[0];
+  ASSERT_EQ(stopped.token_ids.size(), 1u);
+  EXPECT_TRUE(stopped.stopped_on_eos);
+  cfg.min_new_tokens = 3;
+  const auto held = infer::generate(*model_, {req}, cfg)[0];
+  ASSERT_GE(held.token_ids.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_NE(held.token_ids[i], first) << "token " << i;
+  EXPECT_TRUE(std::isfinite(held.logprobs[0]));
 }
 
 TEST_F(TinyLlava, CacheGrowingPastItsBufferMatchesRecomputation) {
