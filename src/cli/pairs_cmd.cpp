@@ -59,7 +59,7 @@ void register_pairs(CLI::App& app) {
     const auto cfg = pairs::load_pairs_config(o->config, o->preset);
     auto model = o->model.load();
     std::unique_ptr<pairs::ClipScorer> clip;
-    if (!o->clip.empty()) clip = pairs::ClipScorer::load(o->clip);
+    if (!o->clip.empty()) clip = pairs::ClipScorer::load(o->clip, model->device().str());
     pairs::PairsRunOptions opt;
     opt.data_path = o->data;
     opt.images_dir = o->images;
@@ -76,7 +76,15 @@ void register_pairs(CLI::App& app) {
                 << " new records); rank 0 merges\n";
       return;
     }
-    print_result(summary.stats, o->json);
+    // This process's throughput rides along with the statistics it prints (stats.json itself stays
+    // a pure function of the records, identical however the run was split or resumed).
+    nlohmann::json shown = summary.stats;
+    const double secs = summary.generation_seconds;
+    shown["run"] = {{"generated_now", summary.generated_now},
+                    {"generation_seconds", secs},
+                    {"pairs_per_hour", secs > 0 ? 3600.0 * static_cast<double>(summary.generated_now) / secs : 0.0},
+                    {"stage_seconds", summary.stage_seconds}};
+    print_result(shown, o->json);
   });
 }
 

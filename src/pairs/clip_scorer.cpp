@@ -16,14 +16,16 @@ struct ClipScorer::Impl {
   std::unique_ptr<models::ClipModel> model;
   std::unique_ptr<text::ClipTokenizer> tokenizer;
   image::ClipProcessorConfig processor;
+  torch::Device device = torch::kCPU;
 };
 
 ClipScorer::ClipScorer() : impl_(std::make_unique<Impl>()) {}
 ClipScorer::~ClipScorer() = default;
 
-std::unique_ptr<ClipScorer> ClipScorer::load(const std::string& dir) {
+std::unique_ptr<ClipScorer> ClipScorer::load(const std::string& dir, const std::string& device) {
   std::unique_ptr<ClipScorer> s(new ClipScorer());
-  s->impl_->model = models::ClipModel::load(dir);
+  s->impl_->device = torch::Device(device);
+  s->impl_->model = models::ClipModel::load(dir, s->impl_->device);
   s->impl_->tokenizer = std::make_unique<text::ClipTokenizer>(text::ClipTokenizer::load(dir));
   s->impl_->processor =
       image::load_clip_processor_config((std::filesystem::path(dir) / "preprocessor_config.json").string());
@@ -38,9 +40,10 @@ std::vector<double> ClipScorer::scores(const std::string& text, const std::vecto
   for (const auto& im : images) px.push_back(models::pixels_to_tensor(image::preprocess_clip(im, impl_->processor)));
   const auto batch = impl_->tokenizer->encode_batch({text}, static_cast<int>(m.config().text.max_position_embeddings));
   const auto L = static_cast<int64_t>(batch.length);
-  auto ids = torch::tensor(batch.input_ids, torch::kLong).view({1, L});
-  auto mask = torch::tensor(batch.attention_mask, torch::kLong).view({1, L});
-  auto score = m.clip_score(m.text_features(ids, mask), m.image_features(torch::stack(px)))
+  const torch::Device dev = impl_->device;
+  auto ids = torch::tensor(batch.input_ids, torch::kLong).view({1, L}).to(dev);
+  auto mask = torch::tensor(batch.attention_mask, torch::kLong).view({1, L}).to(dev);
+  auto score = m.clip_score(m.text_features(ids, mask), m.image_features(torch::stack(px).to(dev)))
                    .to(torch::kCPU, torch::kFloat64)
                    .contiguous();
   const double* d = score.data_ptr<double>();

@@ -11,7 +11,8 @@ namespace p2dpo::pairs {
 
 class ClipScorer {
  public:
-  static std::unique_ptr<ClipScorer> load(const std::string& dir);
+  // `device`: "cpu", "cuda" or "cuda:N" (the scorer runs where the model it serves runs).
+  static std::unique_ptr<ClipScorer> load(const std::string& dir, const std::string& device = "cpu");
   ~ClipScorer();
   // One score per image, all against `text`.
   std::vector<double> scores(const std::string& text, const std::vector<image::ImageU8>& images) const;

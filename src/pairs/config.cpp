@@ -23,7 +23,7 @@ json PairsConfig::to_json() const {
   j["prompt"] = {{"template", prompt.template_},   {"image_marker", prompt.image_marker},
                  {"attention", prompt.attention},  {"locate", prompt.locate},
                  {"enhanced", prompt.enhanced}};
-  j["attention"] = {{"method", attention.method}, {"layers", attention.layers}};
+  j["attention"] = {{"method", attention.method}, {"layers", attention.layers}, {"batch", attention.batch}};
   j["crop"] = {{"base_width", crop.base_width}, {"base_height", crop.base_height}, {"ratios", crop.ratios}};
   j["erase"] = {{"mode", erase.mode}, {"alpha", erase.alpha}, {"blur_sigma", erase.blur_sigma},
                 {"pil_inclusive_end", erase.pil_inclusive_end}};
@@ -55,6 +55,8 @@ json PairsConfig::to_json() const {
   j["batch_size"] = batch_size;
   j["heatmaps"] = heatmaps;
   j["max_length"] = max_length;
+  j["min_new_tokens"] = min_new_tokens;
+  j["reference_batch"] = reference_batch;
   return j;
 }
 
@@ -160,6 +162,7 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
   c.prompt.enhanced = p.at("enhanced");
   c.attention.method = j.at("attention").at("method");
   c.attention.layers = j.at("attention").at("layers").get<std::vector<int>>();
+  c.attention.batch = j.at("attention").value("batch", 1);  // absent from configs written before it
   c.crop.base_width = j.at("crop").at("base_width");
   c.crop.base_height = j.at("crop").at("base_height");
   c.crop.ratios = j.at("crop").at("ratios").get<std::vector<double>>();
@@ -204,6 +207,8 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
   c.batch_size = j.at("batch_size");
   c.heatmaps = j.at("heatmaps");
   c.max_length = j.at("max_length");
+  c.min_new_tokens = j.value("min_new_tokens", 0);  // absent from configs written before it
+  c.reference_batch = j.value("reference_batch", 0);
 
   // Values that parse but mean nothing.
   auto one_of = [&](const std::string& key, const std::string& v, std::initializer_list<const char*> allowed) {
@@ -227,6 +232,9 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
   positive("filter.max_ppl", c.filter.max_ppl);
   positive("ddw.tau", c.ddw.tau);
   positive("batch_size", c.batch_size);
+  positive("attention.batch", c.attention.batch);
+  if (c.reference_batch < 0) throw InputError(path, "key 'reference_batch' must be >= 0, got " + std::to_string(c.reference_batch));
+  if (c.min_new_tokens < 0) throw InputError(path, "key 'min_new_tokens' must be >= 0, got " + std::to_string(c.min_new_tokens));
   if (c.crop.ratios.empty()) throw InputError(path, "key 'crop.ratios' must not be empty");
   for (double v : c.crop.ratios) positive("crop.ratios", v);
   if (c.noise.diffusion_step < 0 || c.noise.diffusion_step > 999)

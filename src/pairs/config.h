@@ -33,6 +33,9 @@ struct AttentionConfig {
   // the answer position, each normalised over the image, averaged over every layer)
   std::string method = "grad";
   std::vector<int> layers;      // empty: round(14/32 * L), the paper's layer 14 of 32 scaled by depth
+  // Prompts per gradient-attention forward (method grad): 1 = one each, as ViCrop; more share one
+  // left-padded forward and backward (the same maps up to float rounding; fewer launches on a GPU).
+  int batch = 1;
 };
 
 struct CropConfig {
@@ -91,6 +94,10 @@ struct PairsConfig {
   int batch_size = 4;   // samples generated together (batched generation across samples)
   int heatmaps = 8;     // heat-map PNGs for the first K samples
   int max_length = 0;   // reserved: 0 = no prompt truncation
+  int reference_batch = 0;  // samples per reference-scoring call (0: the whole generation batch); fewer
+                            // bound the memory of the shared prefixes' keys and values (7B: 1-2)
+  int min_new_tokens = 0;  // every generation runs at least this many tokens (HF min_new_tokens); benchmarks
+                          // set it to the max_new_tokens for fixed lengths
 
   nlohmann::json to_json() const;
 };

@@ -1,5 +1,6 @@
 #include "pairs/pipeline.h"
 
+#include <torch/cuda.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
@@ -119,6 +120,26 @@ std::vector<int> attention_layers(const AttentionConfig& cfg, int num_layers) {
 
 namespace {
 
+// Wall time per stage of a batch. On CUDA each stage ends with a device sync, so the time is the
+// stage's own and not the queue's (the syncs cost little at this granularity).
+class StageClock {
+ public:
+  StageClock(const models::VisionLanguageModel& model, std::map<std::string, double>* totals)
+      : cuda_(model.device().is_cuda()), totals_(totals), t_(std::chrono::steady_clock::now()) {}
+  void lap(const std::string& stage) {
+    if (!totals_) return;
+    if (cuda_) torch::cuda::synchronize();
+    const auto now = std::chrono::steady_clock::now();
+    (*totals_)[stage] += std::chrono::duration<double>(now - t_).count();
+    t_ = now;
+  }
+
+ private:
+  bool cuda_;
+  std::map<std::string, double>* totals_;
+  std::chrono::steady_clock::time_point t_;
+};
+
 struct SampleWork {
   const PromptSample* sample = nullptr;
   image::ImageU8 original, crop, erased;
@@ -157,6 +178,8 @@ GeneratedText to_text(const models::VisionLanguageModel& model, const infer::Gen
 
 json box_json(const PixelBox& b) { return json::array({b.x1, b.y1, b.x2, b.y2}); }
 
+AttentionGrid grid_of(const SampleWork& w, torch::Tensor map);
+
 AttentionGrid attention_grid(models::VisionLanguageModel& model, const SampleWork& w, const PairsConfig& cfg,
                              int64_t& first_token) {
   const std::vector<models::PreparedImage> imgs = {w.p_orig};
@@ -191,6 +214,11 @@ AttentionGrid attention_grid(models::VisionLanguageModel& model, const SampleWor
     }
     map = map / static_cast<double>(att.maps.size());
   }
+  return grid_of(w, map);
+}
+
+// The head-mean map over the image tokens as the image-token grid (row-major), on the host.
+AttentionGrid grid_of(const SampleWork& w, torch::Tensor map) {
   AttentionGrid grid;
   grid.rows = w.p_orig.grid_h;
   grid.cols = w.p_orig.grid_w;
@@ -203,6 +231,36 @@ AttentionGrid attention_grid(models::VisionLanguageModel& model, const SampleWor
   return grid;
 }
 
+// Every sample's grid. ViCrop's gradient map (`grad`) runs `attention.batch` prompts per
+// left-padded forward; the other methods, and batch 1, run one prompt per forward.
+void attention_grids(models::VisionLanguageModel& model, std::vector<SampleWork>& work, const PairsConfig& cfg) {
+  const size_t per_forward = static_cast<size_t>(std::max(1, cfg.attention.batch));
+  if (cfg.attention.method != "grad" || per_forward == 1) {
+    for (auto& w : work) w.grid = attention_grid(model, w, cfg, w.first_token);
+    return;
+  }
+  const auto layers = attention_layers(cfg.attention, model.info().num_layers);
+  for (size_t i0 = 0; i0 < work.size(); i0 += per_forward) {
+    const size_t i1 = std::min(work.size(), i0 + per_forward);
+    std::vector<std::vector<models::PreparedImage>> images;
+    std::vector<std::vector<int64_t>> ids;
+    for (size_t i = i0; i < i1; ++i) {
+      images.push_back({work[i].p_orig});
+      ids.push_back(model.tokenize_prompt(work[i].P_att, images.back()));
+    }
+    std::vector<torch::Tensor> maps(i1 - i0);
+    for (int l : layers) {
+      const auto g = infer::gradient_weighted_attention_batch(model, images, ids, l);
+      for (size_t k = 0; k < g.size(); ++k) {
+        maps[k] = maps[k].defined() ? maps[k] + g[k].map : g[k].map;
+        work[i0 + k].first_token = g[k].first_token;
+      }
+    }
+    for (size_t k = 0; k < maps.size(); ++k)
+      work[i0 + k].grid = grid_of(work[i0 + k], maps[k] / static_cast<double>(layers.size()));
+  }
+}
+
 // The same grid with high and low attention swapped: its adaptive crop is the paper's
 // "att_inverse" control (App. G: crop from the complementary, low-attention region).
 AttentionGrid inverted(const AttentionGrid& g) {
@@ -212,8 +270,9 @@ AttentionGrid inverted(const AttentionGrid& g) {
   return inv;
 }
 
-SampleWork prepare_sample(models::VisionLanguageModel& model, const PromptSample& s, const PairsConfig& cfg,
-                          const std::string& images_dir) {
+// A sample's image and prompts, before its attention map.
+SampleWork start_sample(models::VisionLanguageModel& model, const PromptSample& s, const PairsConfig& cfg,
+                        const std::string& images_dir) {
   SampleWork w;
   w.sample = &s;
   w.original = image::decode_image_file((fs::path(images_dir) / s.image).string());
@@ -227,7 +286,12 @@ SampleWork prepare_sample(models::VisionLanguageModel& model, const PromptSample
   w.P_loser = fill_question(pc.template_, fill_question(cfg.robust.loser_prompt, s.question));
 
   w.p_orig = model.prepare_image(w.original);
-  w.grid = attention_grid(model, w, cfg, w.first_token);
+  return w;
+}
+
+// The crop from its attention grid, and the views built from it.
+void finish_sample(models::VisionLanguageModel& model, SampleWork& w, const PairsConfig& cfg) {
+  const PromptSample& s = *w.sample;
   AdaptiveCropConfig cc;
   const double side = model.info().vision_input_size;
   cc.base_w = cfg.crop.base_width > 0 ? cfg.crop.base_width : side;
@@ -253,7 +317,6 @@ SampleWork prepare_sample(models::VisionLanguageModel& model, const PromptSample
   w.p_crop = model.prepare_image(w.crop);
   w.p_deg = model.prepare_image(w.erased);
   w.p_noise = noisy_view(model, w.original, nc, w.noise_seed);
-  return w;
 }
 
 // A generation request on some of a sample's views, given as rows of its encoded views
@@ -270,13 +333,20 @@ infer::GenerationRequest request(models::VisionLanguageModel& model, const std::
 
 std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer* clip, const PairsConfig& cfg,
                             const std::vector<const PromptSample*>& batch, const PairsRunOptions& opt,
-                            const std::string& out_dir) {
+                            const std::string& out_dir, std::map<std::string, double>* stage_seconds) {
+  StageClock clock(model, stage_seconds);
   std::vector<SampleWork> work;
-  for (const auto* s : batch) work.push_back(prepare_sample(model, *s, cfg, opt.images_dir));
+  for (const auto* s : batch) work.push_back(start_sample(model, *s, cfg, opt.images_dir));
+  clock.lap("decode_and_preprocess");
+  attention_grids(model, work, cfg);
+  clock.lap("attention");
+  for (auto& w : work) finish_sample(model, w, cfg);
+  clock.lap("views");
   torch::NoGradGuard no_grad;
   // Each sample's four views, encoded once: rows 0 I, 1 I_crop, 2 I_deg, 3 I_noise.
   std::vector<torch::Tensor> view_features;
   for (const auto& w : work) view_features.push_back(model.encode_images({w.p_orig, w.p_crop, w.p_deg, w.p_noise}));
+  clock.lap("encode_views");
 
   // Focus pairs: greedy on (I, I_crop) with P_enh and on I_deg with P, every sample in one batch.
   std::vector<infer::GenerationRequest> focus_req;
@@ -289,9 +359,11 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   }
   infer::SamplingConfig focus_cfg;  // greedy unless focus.temperature > 0
   focus_cfg.max_new_tokens = cfg.focus.max_new_tokens;
+  focus_cfg.min_new_tokens = cfg.min_new_tokens;
   focus_cfg.temperature = cfg.focus.temperature;
   focus_cfg.top_p = cfg.focus.top_p;
   const auto focus = infer::generate(model, focus_req, focus_cfg);
+  clock.lap("focus_generation");
   // The model's own answer on the plain view (released code: ori_answer_vicrop), a separate batch
   // so that recording it leaves the pairs' generations untouched.
   std::vector<infer::GenerationResult> originals;
@@ -302,6 +374,7 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
       original_req.back().seed = view_seed(cfg.seed, work[i].sample->id, "focus_original");
     }
     originals = infer::generate(model, original_req, focus_cfg);
+    clock.lap("original_generation");
   }
 
   // Robustness pairs: the loser sampled from the noisy image alone; the winner by contrastive
@@ -321,36 +394,38 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   loser_cfg.temperature = cfg.robust.loser_temperature;
   loser_cfg.top_p = cfg.robust.loser_top_p;
   loser_cfg.max_new_tokens = cfg.robust.loser_max_new_tokens;
+  loser_cfg.min_new_tokens = cfg.min_new_tokens;
   const auto losers = infer::generate(model, loser_req, loser_cfg);
+  clock.lap("robust_loser_generation");
   infer::SamplingConfig ca_cfg;
   ca_cfg.temperature = cfg.robust.temperature;
   ca_cfg.top_p = cfg.robust.top_p;
   ca_cfg.max_new_tokens = cfg.robust.max_new_tokens;
+  ca_cfg.min_new_tokens = cfg.min_new_tokens;
   ContrastiveConfig cac;
   cac.lambda = cfg.robust.lambda;
   cac.beta = cfg.robust.beta;
   const auto winners = infer::generate_multi_context(model, ca_ctx, contrastive_combiner(cac), ca_cfg);
+  clock.lap("contrastive_generation");
 
   // Reference log-prob sums for training (method.md §7.2), by the same frozen model: the six
-  // sequences of every sample of the batch in one multi-view call (each (prompt, images) prefix is
-  // computed once; the views are encoded once per sample), scored as the trainer scores them.
+  // sequences of `reference_batch` samples (0: the whole batch) per multi-view call (each
+  // (prompt, images) prefix is computed once; the views are encoded once per sample), scored as the
+  // trainer scores them. Smaller calls bound the memory of the prefixes' keys and values.
   constexpr int kRefs = 6;  // y_w|I, y_l|I, y_l|(I + I_crop), y_l|I_deg, robust y_w|I_noise, robust y_l|I_noise
   std::vector<std::array<GeneratedText, 4>> texts;  // focus chosen, focus rejected, robust chosen, robust rejected
-  std::vector<train::ScoredSequence> ref_seqs;
-  std::vector<torch::Tensor> ref_features;
+  std::vector<std::vector<train::ScoredSequence>> sample_seqs;  // per sample, view indices 0..3 of its own views
   for (size_t i = 0; i < work.size(); ++i) {
     const SampleWork& w = work[i];
     texts.push_back({to_text(model, focus[2 * i]), to_text(model, focus[2 * i + 1]), to_text(model, winners[i]),
                      to_text(model, losers[i])});
     const std::vector<models::PreparedImage> views = {w.p_orig, w.p_crop, w.p_deg, w.p_noise};
-    const int64_t base = static_cast<int64_t>(4 * i);
-    ref_features.push_back(view_features[i]);
+    std::vector<train::ScoredSequence> seqs;
     auto add = [&](const std::string& prompt, const std::string& y, std::vector<int64_t> view_ids) {
       std::vector<models::PreparedImage> imgs;
       for (int64_t v : view_ids) imgs.push_back(views[static_cast<size_t>(v)]);
       const ResponseTokens t = response_tokens(model, prompt, y, imgs);
-      for (auto& v : view_ids) v += base;
-      ref_seqs.push_back({t.prompt_ids, std::move(view_ids), t.answer_ids});
+      seqs.push_back({t.prompt_ids, std::move(view_ids), t.answer_ids});
     };
     const auto& tx = texts.back();
     add(w.P, tx[0].text, {0});
@@ -359,9 +434,26 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
     add(w.P, tx[1].text, {2});
     add(w.P, tx[2].text, {3});
     add(w.P, tx[3].text, {3});
+    sample_seqs.push_back(std::move(seqs));
   }
-  const torch::Tensor ref_sums =
-      train::answer_logprob_sums(model, ref_seqs, torch::cat(ref_features)).to(torch::kCPU, torch::kFloat64).contiguous();
+  const size_t per_call = cfg.reference_batch > 0 ? static_cast<size_t>(cfg.reference_batch) : work.size();
+  std::vector<torch::Tensor> ref_parts;
+  for (size_t i0 = 0; i0 < work.size(); i0 += per_call) {
+    const size_t i1 = std::min(work.size(), i0 + per_call);
+    std::vector<train::ScoredSequence> ref_seqs;
+    std::vector<torch::Tensor> ref_features;
+    for (size_t i = i0; i < i1; ++i) {
+      const int64_t base = static_cast<int64_t>(4 * (i - i0));  // this sample's views in the call's features
+      for (auto seq : sample_seqs[i]) {
+        for (auto& v : seq.image_indices) v += base;
+        ref_seqs.push_back(std::move(seq));
+      }
+      ref_features.push_back(view_features[i]);
+    }
+    ref_parts.push_back(train::answer_logprob_sums(model, ref_seqs, torch::cat(ref_features)).to(torch::kCPU, torch::kFloat64));
+  }
+  const torch::Tensor ref_sums = torch::cat(ref_parts).contiguous();
+  clock.lap("reference_scoring");
   const double* ref_values = ref_sums.data_ptr<double>();
 
   std::vector<json> records;
@@ -441,6 +533,7 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
     }
     records.push_back(std::move(rec));
   }
+  clock.lap("clip_scores_and_records");
   return records;
 }
 
@@ -490,7 +583,11 @@ PairsRunSummary generate_pairs(models::VisionLanguageModel& model, const ClipSco
                    {"batch_size", cfg.batch_size}, {"config", cfg.to_json()}};
   const std::string manifest_path = (fs::path(opt.out_dir) / "manifest.json").string();
   if (fs::exists(manifest_path)) {
-    const json old = io::read_json_file(manifest_path);
+    json old = io::read_json_file(manifest_path);
+    // Keys added to the config since that run was started hold their defaults there.
+    json old_config = PairsConfig{}.to_json();
+    old_config.merge_patch(old.value("config", json::object()));
+    old["config"] = old_config;
     for (const char* key : {"data", "samples", "world_size", "batch_size", "config"}) {
       if (old.value(key, json()) != manifest[key])
         throw InputError(manifest_path, std::string("field '") + key + "' differs from this run's (" +
@@ -533,7 +630,7 @@ PairsRunSummary generate_pairs(models::VisionLanguageModel& model, const ClipSco
     if (!missing) continue;
     // A batch a kill interrupted is recomputed whole (same composition, same numbers); only the
     // records not yet on disk are written.
-    for (auto& rec : run_batch(model, clip, cfg, batch, opt, opt.out_dir)) {
+    for (auto& rec : run_batch(model, clip, cfg, batch, opt, opt.out_dir, &summary.stage_seconds)) {
       const int64_t idx = rec.at("index").get<int64_t>();
       if (done.count(idx)) continue;
       const auto c = candidate_of(rec);
@@ -557,6 +654,7 @@ PairsRunSummary generate_pairs(models::VisionLanguageModel& model, const ClipSco
     if (opt.stop_after_batches > 0 && written_batches >= opt.stop_after_batches) return summary;
   }
   out.close();
+  summary.generation_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   if (opt.world_size > 1) {
     io::write_json_atomic((fs::path(dir) / "done.json").string(), {{"rank", opt.rank}, {"records", done.size()}});

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,8 @@ struct PairsRunSummary {
   int64_t generated_now = 0;     // records this process wrote
   int64_t already_done = 0;      // records found on disk at start
   bool finalized = false;        // pairs.jsonl / filtered.jsonl / stats.json written
+  double generation_seconds = 0; // wall time of this process's batches (model loading excluded)
+  std::map<std::string, double> stage_seconds;  // where that time went (attention, views, focus, ...)
   nlohmann::json stats;          // when finalized
 };
 

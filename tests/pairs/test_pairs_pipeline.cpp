@@ -270,6 +270,78 @@ TEST(PairsPipeline, RecordsStatsAndResume) {
   EXPECT_NE(err.find("not a continuation"), std::string::npos) << err;
 }
 
+// Reference scoring in calls of `reference_batch` samples gives the same sums as one call for the
+// batch; `min_new_tokens` fixes every answer's length (the GPU benchmark's setting); the run reports
+// its time by stage; and a folder started before these keys existed still resumes.
+TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
+  auto model = models::load_model(test::data_path("llava-tiny-s0"));
+  const auto cfg = tiny_config();  // batch_size 2, reference_batch 0: both samples in one call
+  const std::string whole = test::scratch_dir("pairs_ref_whole"), single = test::scratch_dir("pairs_ref_single");
+  const auto summary = generate_pairs(*model, nullptr, cfg, tiny_options(whole, 4));
+  EXPECT_GT(summary.generation_seconds, 0.0);
+  for (const char* stage : {"attention", "views", "encode_views", "focus_generation", "robust_loser_generation",
+                            "contrastive_generation", "reference_scoring", "clip_scores_and_records"})
+    EXPECT_TRUE(summary.stage_seconds.count(stage)) << stage;
+  auto per_sample = cfg;
+  per_sample.reference_batch = 1;
+  generate_pairs(*model, nullptr, per_sample, tiny_options(single, 4));
+  const auto a = io::read_jsonl_file(whole + "/pairs.jsonl"), b = io::read_jsonl_file(single + "/pairs.jsonl");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["focus"], b[i]["focus"]) << i;
+    for (const auto& [k, v] : a[i]["reference"].items()) EXPECT_NEAR(v.get<double>(), b[i]["reference"][k].get<double>(), 1e-4) << k;
+  }
+
+  auto fixed = cfg;
+  fixed.min_new_tokens = 6;  // = every max_new_tokens of tiny_config
+  const std::string fx = test::scratch_dir("pairs_fixed_lengths");
+  generate_pairs(*model, nullptr, fixed, tiny_options(fx, 4));
+  for (const auto& r : io::read_jsonl_file(fx + "/pairs.jsonl")) {
+    for (const char* pair : {"focus", "robust"})
+      for (const char* k : {"chosen_tokens", "rejected_tokens"}) EXPECT_EQ(r[pair][k].get<int>(), 6) << pair << " " << k;
+    EXPECT_FALSE(r["focus"]["chosen_eos"].get<bool>());
+  }
+
+  // A manifest written before min_new_tokens and reference_batch existed: the same run resumes.
+  auto manifest = io::read_json_file(whole + "/manifest.json");
+  manifest["config"].erase("min_new_tokens");
+  manifest["config"].erase("reference_batch");
+  io::write_json_atomic(whole + "/manifest.json", manifest);
+  const auto again = generate_pairs(*model, nullptr, cfg, tiny_options(whole, 4));
+  EXPECT_EQ(again.already_done, 4);
+  EXPECT_EQ(again.generated_now, 0);
+  // ... but not with a value the old run did not have.
+  EXPECT_NE(test::error_of([&] { generate_pairs(*model, nullptr, fixed, tiny_options(whole, 4)); }).find("not a continuation"),
+            std::string::npos);
+
+  const std::string dir = test::scratch_dir("pairs_new_keys");
+  auto err = test::error_of([&] { load_pairs_config(write_text(dir, "r.yaml", "reference_batch: -1\n")); });
+  EXPECT_NE(err.find("reference_batch"), std::string::npos) << err;
+  err = test::error_of([&] { load_pairs_config(write_text(dir, "m.yaml", "min_new_tokens: -2\n")); });
+  EXPECT_NE(err.find("min_new_tokens"), std::string::npos) << err;
+  EXPECT_EQ(load_pairs_config(write_text(dir, "ok.yaml", "reference_batch: 2\nmin_new_tokens: 5\n")).reference_batch, 2);
+  err = test::error_of([&] { load_pairs_config(write_text(dir, "a.yaml", "attention:\n  batch: 0\n")); });
+  EXPECT_NE(err.find("attention.batch"), std::string::npos) << err;
+
+  // Gradient attention for both samples of a batch in one forward: the same crops (maps agree to
+  // float rounding; the tiny model's are far from ties).
+  auto batched = cfg;
+  batched.attention.batch = 2;
+  const std::string ab = test::scratch_dir("pairs_attention_batch");
+  generate_pairs(*model, nullptr, batched, tiny_options(ab, 4));
+  const auto c = io::read_jsonl_file(ab + "/pairs.jsonl");
+  ASSERT_EQ(c.size(), a.size());
+  for (size_t i = 0; i < c.size(); ++i) {
+    EXPECT_EQ(c[i]["bbox"], a[i]["bbox"]) << i;
+    EXPECT_EQ(c[i]["attention"]["first_token"], a[i]["attention"]["first_token"]) << i;
+    const auto ma = a[i]["attention"]["map"].get<std::vector<double>>(), mc = c[i]["attention"]["map"].get<std::vector<double>>();
+    ASSERT_EQ(ma.size(), mc.size());
+    double scale = 0, diff = 0;
+    for (size_t k = 0; k < ma.size(); ++k) scale = std::max(scale, std::abs(ma[k])), diff = std::max(diff, std::abs(ma[k] - mc[k]));
+    EXPECT_LE(diff, 1e-4 * scale) << i;
+  }
+}
+
 // A run whose every answer came back empty has no margins: the percentile rule says so, naming
 // the run, instead of failing inside the statistics.
 // The attention methods side by side on one prompt: tok_img (the paper's A_tok ⊗ A_img) averages
