@@ -4,6 +4,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "io/errors.h"
@@ -25,6 +26,14 @@ torch::Device parse_device(const std::string& s, const std::string& flag) {
   if (s == "cpu") return torch::kCPU;
   if (s.rfind("cuda", 0) == 0) {
     if (!torch::cuda::is_available()) throw InputError(flag, "CUDA requested but this build/machine has no CUDA device");
+    // Bare "cuda" under torchrun: each local rank takes its own GPU (round-robin when there are
+    // more ranks than GPUs), as `torchrun --nproc-per-node N p2dpo train --device cuda` expects.
+    const char* local_rank = std::getenv("LOCAL_RANK");
+    if (s == "cuda" && local_rank && *local_rank) {
+      const long r = std::strtol(local_rank, nullptr, 10);
+      const auto n = static_cast<long>(torch::cuda::device_count());
+      if (r >= 0 && n > 0) return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(r % n));
+    }
     return torch::Device(s);
   }
   throw InputError(flag, "unknown device '" + s + "' (cpu, cuda, cuda:N)");
