@@ -17,6 +17,7 @@ files=(
   /usr/include/jpeglib.h /usr/include/jerror.h /usr/include/jmorecfg.h /usr/include/x86_64-linux-gnu/jconfig.h $arch/libjpeg.a
   /usr/include/pcre2.h $arch/libpcre2-8.a
   /usr/include/zlib.h /usr/include/zconf.h $arch/libz.a
+  /usr/include/gloo
   /usr/include/gtest /usr/include/gmock $arch/cmake/GTest $arch/libgtest.a $arch/libgtest_main.a $arch/libgmock.a $arch/libgmock_main.a
 )
 for f in "${files[@]}"; do

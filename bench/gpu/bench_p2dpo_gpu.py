@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""P2-DPO on one GPU: p2dpo against HF transformers + PEFT, same weights, same inputs, same script.
+
+Stages (each records its result in --out as soon as it ends; a failing stage is recorded and the
+next one still runs; stages are skipped once --budget-s would be exceeded):
+  models   a random LLaVA-1.5-7B in bf16 (CLIP ViT-L/14-336 + LLaMA-7B shapes, vocab 32064, the
+           32k-piece tokenizer of bench/gpu/tokenizer-32k), a random CLIP ViT-L/14-336 CLIPModel for
+           CLIPScore, and a small fp32 LLaVA (7B widths, 2 layers) for exact checks; N synthetic
+           640x480 images with open-ended questions.
+  pairs    `p2dpo pairs` on the 7B (bench/gpu/pairs-bench.yaml: every answer 64 tokens), with its time
+           by stage; pairs_attn8 the same with the batch's attention maps in one forward.
+  peft     a p2dpo adapter trained on the small model, loaded by `PeftModel.from_pretrained`:
+           PEFT's log-probs vs p2dpo's (`score --adapter`), and `p2dpo merge` loaded by HF vs
+           PEFT's merge_and_unload.
+  train    `p2dpo train` on the 7B (bench/gpu/train-bench.yaml) against HF + PEFT with the same
+           loss, batch and lengths (hf_p2dpo.py train): step time and peak GPU memory of each.
+  hf_pairs the same pair-generation steps with HF transformers (hf_p2dpo.py pairs).
+  ddp      `torchrun --no-python --nproc-per-node 2 p2dpo train` on the small model (two ranks on one
+           GPU, c10d Gloo over host copies) against one process with the same effective batch.
+Peak GPU memory of each process is sampled with nvidia-smi (CUDA context and allocator cache
+included, the same way for both sides); the HF processes also report torch's own peaks.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+from run_gpu_bench import GpuMemorySampler  # noqa: E402
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+def make_llava(out_dir, lm_layers, vision_layers, dtype, seed):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=vision_layers,
+                              num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768,
+                              hidden_act="quick_gelu", layer_norm_eps=1e-5)
+    text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=lm_layers,
+                       num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+                       rms_norm_eps=1e-5, hidden_act="silu", pad_token_id=32001, bos_token_id=1, eos_token_id=2)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-2,
+                      vision_feature_select_strategy="default", projector_hidden_act="gelu", image_seq_length=576)
+    for name in ("image_token_index", "image_token_id"):
+        try:
+            setattr(cfg, name, 32000)
+        except Exception:
+            pass
+    cfg.pad_token_id = 32001
+    torch.manual_seed(seed)
+    with torch.device("cuda"):
+        model = LlavaForConditionalGeneration(cfg)
+    model = model.to(dtype).eval()
+    model.generation_config.pad_token_id = 32001
+    model.save_pretrained(out_dir)
+    del model
+    torch.cuda.empty_cache()
+    tok = os.path.join(HERE, "tokenizer-32k")
+    for f in os.listdir(tok):
+        if f != "README.md":
+            shutil.copy(os.path.join(tok, f), os.path.join(out_dir, f))
+    pre = json.load(open(os.path.join(REPO, "tests/data/llava-tiny-s0/preprocessor_config.json")))
+    pre["size"] = {"shortest_edge": 336}
+    pre["crop_size"] = {"height": 336, "width": 336}
+    json.dump(pre, open(os.path.join(out_dir, "preprocessor_config.json"), "w"), indent=2)
+
+
+def make_clip(out_dir, seed):
+    from transformers import CLIPConfig, CLIPModel
+
+    world = os.path.join(REPO, "models/world/clip")
+    vocab = json.load(open(os.path.join(world, "config.json")))["text_config"]["vocab_size"]
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=vocab, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                         num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                         projection_dim=768, bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1),
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           image_size=336, patch_size=14, hidden_act="quick_gelu", projection_dim=768),
+        projection_dim=768)
+    # The world CLIP's token ids for its specials, so its tokenizer files fit this random model.
+    wcfg = json.load(open(os.path.join(world, "config.json")))
+    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if k in wcfg.get("text_config", {}):
+            setattr(cfg.text_config, k, wcfg["text_config"][k])
+    torch.manual_seed(seed)
+    CLIPModel(cfg).eval().save_pretrained(out_dir)
+    for f in ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(world, f), os.path.join(out_dir, f))
+    pre = json.load(open(os.path.join(world, "preprocessor_config.json")))
+    pre["size"] = {"shortest_edge": 336}
+    pre["crop_size"] = {"height": 336, "width": 336}
+    json.dump(pre, open(os.path.join(out_dir, "preprocessor_config.json"), "w"), indent=2)
+
+
+def make_data(work, n, seed):
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    img_dir = os.path.join(work, "images")
+    os.makedirs(img_dir, exist_ok=True)
+    questions = ["Describe this image in detail.", "What objects are in the picture, and where are they?",
+                 "Is there a red circle in the image? Explain what you see.", "What is in the top left corner?",
+                 "How many shapes can you see, and what colours are they?",
+                 "What is the largest object in the image doing?"]
+    with open(os.path.join(work, "data.jsonl"), "w") as f:
+        for i in range(n):
+            w, h = (640, 480) if i % 3 else (500, 375)
+            im = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+            d = ImageDraw.Draw(im)
+            for _ in range(rng.randint(3, 8)):
+                x, y = rng.randrange(w - 40), rng.randrange(h - 40)
+                box = (x, y, min(w, x + rng.randint(20, 200)), min(h, y + rng.randint(20, 200)))
+                col = tuple(rng.randrange(256) for _ in range(3))
+                (d.ellipse if rng.random() < 0.5 else d.rectangle)(box, fill=col)
+            name = f"img{i:03d}.png"
+            im.save(os.path.join(img_dir, name))
+            f.write(json.dumps({"id": f"s{i:03d}", "image": name, "question": questions[i % len(questions)]}) + "\n")
+    return os.path.join(work, "data.jsonl"), img_dir
+
+
+def run(cmd, sample=True, env=None, timeout=None):
+    """Runs a process; returns (exit status, stdout, seconds, peak MiB of that process)."""
+    log("$", " ".join(cmd))
+    sampler = GpuMemorySampler() if sample else None
+    if sampler:
+        sampler.start()
+    t0 = time.time()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        out += "\n[killed: timeout]"
+    secs = time.time() - t0
+    peak = None
+    if sampler:
+        sampler.stop()
+        peak = sampler.peak_by_pid.get(str(p.pid))
+    if p.returncode != 0:
+        log(f"exit status {p.returncode}; stdout tail: {out[-2000:]}")
+    return p.returncode, out, secs, peak
+
+
+def last_json(text):
+    # The JSON object printed by --json is the output's last top-level {...} block.
+    start = text.rfind("\n{")
+    start = 0 if start < 0 and text.startswith("{") else start + 1
+    return json.loads(text[start:])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--p2dpo", required=True, help="the CUDA build's p2dpo binary")
+    ap.add_argument("--out", required=True, help="results JSON")
+    ap.add_argument("--work", default="/tmp/p2dpo_gpu_p2dpo")
+    ap.add_argument("--samples", type=int, default=24)
+    ap.add_argument("--train-steps", type=int, default=4)
+    ap.add_argument("--budget-s", type=float, default=480, help="skip stages that would start after this")
+    ap.add_argument("--stages", default="models,pairs,pairs_attn8,peft,train,hf_pairs,ddp")
+    args = ap.parse_args()
+    T0 = time.time()
+    os.makedirs(args.work, exist_ok=True)
+    import transformers
+
+    try:
+        import peft
+        peft_version = peft.__version__
+    except Exception as e:  # recorded, the PEFT stages will fail on their own
+        peft_version = f"unavailable: {e}"
+    res = {"command": " ".join(sys.argv), "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+           "transformers": transformers.__version__, "peft": peft_version, "stages": {}}
+
+    def save():
+        json.dump(res, open(args.out + ".tmp", "w"), indent=2)
+        os.replace(args.out + ".tmp", args.out)
+
+    W = args.work
+    M7, CLIP, SMALL = (os.path.join(W, d) for d in ("llava-1.5-7b-random", "clip-vit-l-336-random", "llava-small-fp32"))
+    hf = [sys.executable, os.path.join(HERE, "hf_p2dpo.py")]
+    p2 = args.p2dpo
+    state = {}
+
+    def stage(name, fn, min_left=30):
+        if name not in args.stages.split(","):
+            return
+        left = args.budget_s - (time.time() - T0)
+        if left < min_left:
+            res["stages"][name] = {"skipped": f"{left:.0f} s of the budget left"}
+            log(f"== {name}: skipped ({left:.0f} s left)")
+            save()
+            return
+        log(f"== {name} ({time.time() - T0:.0f} s)")
+        t = time.time()
+        try:
+            r = fn()
+        except Exception as e:  # recorded; later stages may still run
+            import traceback
+
+            traceback.print_exc()
+            r = {"error": f"{type(e).__name__}: {e}"}
+        r["stage_wall_s"] = time.time() - t
+        res["stages"][name] = r
+        save()
+        log(f"== {name} done in {r['stage_wall_s']:.1f} s: {json.dumps(r)[:1500]}")
+
+    def models():
+        t = time.time()
+        make_llava(M7, 32, 24, torch.bfloat16, 0)
+        t7 = time.time() - t
+        make_clip(CLIP, 1)
+        if {"peft", "ddp"} & set(args.stages.split(",")):
+            make_llava(SMALL, 2, 3, torch.float32, 2)
+        state["data"], state["images"] = make_data(W, args.samples, 0)
+        return {"make_7b_s": t7, "files_7b": sorted(os.listdir(M7)), "samples": args.samples}
+
+    def pairs():
+        out = os.path.join(W, "ours-pairs")
+        rc, so, secs, peak = run([p2, "pairs", "--model", M7, "--clip", CLIP, "--config",
+                                  os.path.join(HERE, "pairs-bench.yaml"), "--data", state["data"], "--images",
+                                  state["images"], "--out", out, "--device", "cuda", "--dtype", "bfloat16",
+                                  "--json", "--quiet"])
+        r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
+        if rc == 0:
+            j = last_json(so)
+            r["run"] = j.get("run")
+            r["kept"] = j.get("kept")
+            first = json.loads(open(os.path.join(out, "pairs.jsonl")).readline())
+            r["example"] = {k: first[k] for k in ("focus", "robust", "reference", "clip", "weights", "bbox")}
+            state["pairs"] = out
+        return r
+
+    def pairs_attn8():
+        out = os.path.join(W, "ours-pairs-attn8")
+        rc, so, secs, peak = run([p2, "pairs", "--model", M7, "--clip", CLIP, "--config",
+                                  os.path.join(HERE, "pairs-bench-attn8.yaml"), "--data", state["data"], "--images",
+                                  state["images"], "--out", out, "--device", "cuda", "--dtype", "bfloat16",
+                                  "--json", "--quiet"])
+        r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
+        if rc == 0:
+            r["run"] = last_json(so).get("run")
+            a = [json.loads(l) for l in open(os.path.join(state["pairs"], "pairs.jsonl"))]
+            b = [json.loads(l) for l in open(os.path.join(out, "pairs.jsonl"))]
+            r["same_bbox_as_pairs_stage"] = sum(x["bbox"] == y["bbox"] for x, y in zip(a, b))
+        return r
+
+    def peft_check():
+        out = os.path.join(W, "small-train")
+        rc, so, secs, _ = run([p2, "train", "--config", os.path.join(HERE, "train-small.yaml"), "--model", SMALL,
+                               "--pairs", state["pairs"], "--out", out, "--device", "cuda", "--json", "--quiet"],
+                              sample=False)
+        r = {"train_exit_status": rc}
+        if rc != 0:
+            return r
+        adapter = os.path.join(out, "adapter")
+        first = json.loads(open(os.path.join(state["pairs"], "pairs.jsonl")).readline())
+        image = os.path.join(state["images"], first["image"])
+        score = [p2, "score", "--model", SMALL, "--device", "cuda", "--image", image, "--prompt",
+                 first["prompts"]["P"], "--answer", first["focus"]["chosen"], "--json"]
+        scored = {}
+        for key, extra in (("base", []), ("adapter", ["--adapter", adapter])):
+            rc, so, _, _ = run(score + extra, sample=False)
+            if rc != 0:
+                r[f"score_{key}_exit_status"] = rc
+                return r
+            scored[key] = last_json(so)
+        json.dump(scored, open(os.path.join(W, "scored.json"), "w"))
+        merged = os.path.join(W, "small-merged")
+        rc, _, _, _ = run([p2, "merge", "--model", SMALL, "--adapter", adapter, "--out", merged], sample=False)
+        r["merge_exit_status"] = rc
+        rc, so, _, _ = run(hf + ["peft-check", "--model", SMALL, "--adapter", adapter, "--merged", merged, "--scored",
+                                 os.path.join(W, "scored.json"), "--image", image, "--prompt", first["prompts"]["P"], "--out",
+                                 os.path.join(W, "peft.json")], sample=False)
+        r["peft_check_exit_status"] = rc
+        if rc == 0:
+            r.update(json.load(open(os.path.join(W, "peft.json"))))
+        r["adapter_config"] = json.load(open(os.path.join(adapter, "adapter_config.json")))
+        return r
+
+    def train():
+        out = os.path.join(W, "ours-train")
+        rc, so, secs, peak = run([p2, "train", "--config", os.path.join(HERE, "train-bench.yaml"), "--model", M7,
+                                  "--pairs", state["pairs"], "--out", out, "--device", "cuda", "--json", "--quiet",
+                                  "--max-steps", str(args.train_steps)])
+        ours = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
+        if rc == 0:
+            m = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if l.strip()]
+            el = [x["elapsed_s"] for x in m]
+            ours["step_seconds"] = [el[0]] + [b - a for a, b in zip(el, el[1:])]
+            ours["loss"] = [x["loss"] for x in m]
+            ours["tokens_per_step"] = [x["tokens"] for x in m]
+        rc, so, secs, peak = run(hf + ["train", "--model", M7, "--pairs", state["pairs"], "--images", state["images"],
+                                       "--ours-run", out, "--steps", str(args.train_steps), "--out",
+                                       os.path.join(W, "hf-train.json")])
+        hfr = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
+        if rc == 0:
+            hfr.update(json.load(open(os.path.join(W, "hf-train.json"))))
+        r = {"ours": ours, "hf_peft": hfr}
+        if ours.get("step_seconds") and hfr.get("step_seconds"):
+            med = lambda v: sorted(v[1:] or v)[len(v[1:] or v) // 2]  # the first step warms up
+            r["summary"] = {"ours_step_s": med(ours["step_seconds"]), "hf_peft_step_s": med(hfr["step_seconds"]),
+                            "step_rate_ratio": med(hfr["step_seconds"]) / med(ours["step_seconds"]),
+                            "ours_peak_gpu_mib": peak_or(ours), "hf_peft_peak_gpu_mib": peak_or(hfr)}
+        return r
+
+    def peak_or(d):
+        return d.get("peak_gpu_mib_process")
+
+    def hf_pairs():
+        ours = res["stages"].get("pairs", {})
+        rc, so, secs, peak = run(hf + ["pairs", "--model", M7, "--clip", CLIP, "--data", state["data"], "--images",
+                                       state["images"], "--prompts-from", os.path.join(state["pairs"], "pairs.jsonl"),
+                                       "--config", os.path.join(state["pairs"], "config.json"), "--out",
+                                       os.path.join(W, "hf-pairs.json")])
+        r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
+        if rc == 0:
+            r.update(json.load(open(os.path.join(W, "hf-pairs.json"))))
+            o = (ours.get("run") or {})
+            if o.get("pairs_per_hour"):
+                r["summary"] = {"ours_pairs_per_hour": o["pairs_per_hour"], "hf_pairs_per_hour": r["pairs_per_hour"],
+                                "speedup": o["pairs_per_hour"] / r["pairs_per_hour"],
+                                "ours_peak_gpu_mib": ours.get("peak_gpu_mib_process"), "hf_peak_gpu_mib": peak,
+                                "hours_for_5700_prompts_ours": 5700 / o["pairs_per_hour"]}
+        return r
+
+    def ddp():
+        env = dict(os.environ, OMP_NUM_THREADS="4")
+        base = ["train", "--config", os.path.join(HERE, "train-small.yaml"), "--model", SMALL, "--pairs",
+                state["pairs"], "--device", "cuda", "--json", "--quiet"]
+        rc1, _, s1, _ = run([p2] + base + ["--out", os.path.join(W, "ddp1")], sample=False, env=env)
+        torchrun = shutil.which("torchrun") or "torchrun"
+        rc2, _, s2, _ = run([torchrun, "--no-python", "--nproc-per-node", "2", "--master-port", "29611", p2] + base +
+                            ["--out", os.path.join(W, "ddp2")], sample=False, env=env, timeout=240)
+        r = {"one_process_exit_status": rc1, "two_process_exit_status": rc2, "seconds": [s1, s2]}
+        if rc1 == 0 and rc2 == 0:
+            from safetensors.torch import load_file
+
+            a = load_file(os.path.join(W, "ddp1", "adapter", "adapter_model.safetensors"))
+            b = load_file(os.path.join(W, "ddp2", "adapter", "adapter_model.safetensors"))
+            r["same_keys"] = sorted(a) == sorted(b)
+            r["adapter_max_abs_diff"] = max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+            r["adapter_max_abs"] = max(a[k].abs().max().item() for k in a)
+            m1 = [json.loads(l) for l in open(os.path.join(W, "ddp1", "metrics.jsonl"))]
+            m2 = [json.loads(l) for l in open(os.path.join(W, "ddp2", "metrics.jsonl"))]
+            r["loss_one_process"] = [x["loss"] for x in m1]
+            r["loss_two_processes"] = [x["loss"] for x in m2]
+        return r
+
+    stage("models", models, min_left=60)
+    stage("pairs", pairs, min_left=60)
+    stage("pairs_attn8", pairs_attn8, min_left=70)
+    stage("peft", peft_check, min_left=40)
+    stage("train", train, min_left=90)
+    stage("hf_pairs", hf_pairs, min_left=60)
+    stage("ddp", ddp, min_left=30)
+    res["total_seconds"] = time.time() - T0
+    save()
+    log("all stages:", json.dumps({k: list(v.keys())[:6] for k, v in res["stages"].items()}))
+
+
+if __name__ == "__main__":
+    main()
