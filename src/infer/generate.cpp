@@ -121,7 +121,10 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
     }
     first = false;
     auto out = model.forward(in);
-    auto logits = out.logits.select(1, 0).to(torch::kCPU).view({N, K, -1});  // [N, K, V] fp32
+    // Scores stay on the model's device (a GPU warps, combines and arg-maxes them itself); only the
+    // chosen ids and their log-probs cross to the host, plus the probabilities of sampled rows,
+    // which the per-sequence CPU generators draw from (same seeds, same draws on any device).
+    auto logits = out.logits.select(1, 0).to(torch::kFloat32).view({N, K, -1});  // [N, K, V]
     // HF's MinNewTokensLengthLogitsProcessor: EOS is masked before warping (log-probs see the
     // mask too), in every context before they are combined (a combiner's own cut, such as
     // contrastive amplification's V_head, then never keeps EOS alone) and again after (-inf - -inf).
@@ -134,17 +137,19 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
     auto scores = combine ? combine(logits) : logits.select(1, 0);
     if (hold_eos) mask_eos(scores);
     auto logp = torch::log_softmax(scores, -1);
-    torch::Tensor next;
+    torch::Tensor next, next_on_device;  // [N] int64: on the host, and where the scores are
     if (cfg.greedy()) {
-      next = scores.argmax(-1).contiguous();
+      next_on_device = scores.argmax(-1);
+      next = next_on_device.to(torch::kCPU).contiguous();
     } else {
-      auto probs = torch::softmax(warp_scores(scores, cfg), -1);
+      auto probs = torch::softmax(warp_scores(scores, cfg), -1).to(torch::kCPU);
       std::vector<torch::Tensor> draws;
       for (int64_t i = 0; i < N; ++i) draws.push_back(torch::multinomial(probs[i], 1, false, gens[i]));
       next = torch::cat(draws).contiguous();
+      next_on_device = next.to(logp.device());
     }
     // One host-side read per step (item() per row would sync a GPU N times).
-    auto chosen_logp = logp.gather(1, next.view({N, 1})).view({N}).contiguous();
+    auto chosen_logp = logp.gather(1, next_on_device.view({N, 1})).view({N}).to(torch::kCPU).contiguous();
     const int64_t* next_ptr = next.data_ptr<int64_t>();
     const float* logp_ptr = chosen_logp.data_ptr<float>();
     bool all_done = true;
