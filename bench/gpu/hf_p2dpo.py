@@ -529,7 +529,15 @@ def run_peft_check(args):
     hf_base = logprobs(base, scored["base"])
     try:
         hf_ids = Tokenizer(args.model, image_token_id(base)).prompt(args.prompt)
-        res["hf_tokenizer_prompt_ids_equal_p2dpo"] = hf_ids == scored["base"]["prompt_ids"]
+        ours_ids = scored["base"]["prompt_ids"]
+        res["hf_tokenizer_prompt_ids_equal_p2dpo"] = hf_ids == ours_ids
+        if hf_ids != ours_ids:  # the ids around the first difference, image runs left out
+            squeeze = lambda v: [t for i, t in enumerate(v) if t != image_token_id(base) or i == 0 or v[i - 1] != t]
+            a, b = squeeze(hf_ids), squeeze(ours_ids)
+            k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            res["hf_tokenizer_difference"] = {"at": k, "hf": a[max(0, k - 3):k + 8], "p2dpo": b[max(0, k - 3):k + 8],
+                                              "hf_tokens": Tokenizer(args.model, image_token_id(base)).tok.convert_ids_to_tokens(a[max(0, k - 3):k + 8]),
+                                              "lengths": [len(hf_ids), len(ours_ids)]}
     except Exception as e:  # informative only
         res["hf_tokenizer_prompt_ids_equal_p2dpo"] = f"error: {e}"
 
