@@ -301,6 +301,7 @@ def main():
             ours["step_seconds"] = [el[0]] + [b - a for a, b in zip(el, el[1:])]
             ours["loss"] = [x["loss"] for x in m]
             ours["tokens_per_step"] = [x["tokens"] for x in m]
+            ours["phase_seconds"] = [{k: v for k, v in x.items() if k.startswith("time/")} for x in m]
         rc, so, secs, peak = run(hf + ["train", "--model", M7, "--pairs", state["pairs"], "--images", state["images"],
                                        "--ours-run", out, "--steps", str(args.train_steps), "--out",
                                        os.path.join(W, "hf-train.json")])

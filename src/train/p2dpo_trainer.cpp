@@ -1,5 +1,6 @@
 #include "train/p2dpo_trainer.h"
 
+#include <torch/cuda.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
@@ -263,6 +264,17 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
     const std::vector<int64_t> mine = shard_batch(global, rank, world);
     std::vector<double> m(kMetrics, 0.0);
     double ref_check = 0.0;
+    // Wall time of this rank's phases in the step; on CUDA each phase ends with a device sync so
+    // the time is its own (the syncs cost little next to a 7B forward).
+    std::map<std::string, double> phase_s;
+    auto phase_t = std::chrono::steady_clock::now();
+    const bool on_cuda = model.device().is_cuda();
+    auto phase_end = [&](const char* name) {
+      if (on_cuda) torch::cuda::synchronize();
+      const auto now = std::chrono::steady_clock::now();
+      phase_s[name] += std::chrono::duration<double>(now - phase_t).count();
+      phase_t = now;
+    };
 
     for (const auto& micro : split_micro_batches(mine, plan.micro_batch_size)) {
       std::vector<const PairInputs*> batch;
@@ -291,7 +303,9 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
         for (Role r : reference_roles) ref[r] = torch::tensor(v[r], torch::kFloat64).to(model.device(), torch::kFloat32);
       }
 
+      phase_end("time/data_and_reference_s");
       const auto pol = score_roles(model, batch, policy_roles, cfg.share_prefixes, &stats);
+      phase_end("time/forward_s");
 
       // Step 1 of a fresh run: the adapter is still zero, so the policy IS the base model and must
       // reproduce the recorded reference sums; pairs made by another model, template or
@@ -344,7 +358,9 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
         per_sample = per_sample + cfg.sft_weight * (-pol[kFocusChosenI] / len);
       }
       const torch::Tensor scaled = scale_for_accumulation(per_sample.sum(), items_in_step);
+      phase_end("time/loss_s");
       scaled.backward();
+      phase_end("time/backward_s");
 
       m[kCount] += static_cast<double>(B);
       m[kLoss] += per_sample.detach().sum().item<double>();
@@ -380,6 +396,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
     const double lr = schedule.lr_at(state.step);
     optimizer.step(lr);
     optimizer.zero_grad();
+    phase_end("time/optimizer_s");  // with the gradient all-reduce and clipping
 
     state.step += 1;
     state.data = sampler.position();
@@ -396,6 +413,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
                 {"tokens_per_s", step_s > 0 ? m[kTokens] / step_s : 0.0},
                 {"pairs_per_s", step_s > 0 ? m[kCount] / step_s : 0.0},
                 {"elapsed_s", state.elapsed_s}};
+    for (const auto& [name, secs] : phase_s) rec[name] = secs;
     if (loss_cfg.use_focus) {
       rec["loss/dpo_focus"] = m[kDpoFocus] / n;
       rec["focus/rewards/chosen"] = m[kFocusChosen] / n;
