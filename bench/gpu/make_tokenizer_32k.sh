@@ -5,7 +5,8 @@
 # GPU benchmarks needs one whose every id decodes to text: with a small tokenizer most generated
 # ids would be LM padding rows, answers would decode to almost nothing and training lengths would be
 # unrealistic. No real tokenizer can be fetched here (no model hub).
-#   bench/gpu/make_tokenizer_32k.sh [P2DPO_BINARY]      (about a minute on one core)
+#   bench/gpu/make_tokenizer_32k.sh [P2DPO_BINARY]      (about a minute on an idle core; rerun on
+#   2026-11-27, it rewrote the committed files byte for byte)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 P2DPO=${1:-build/p2dpo}
