@@ -1,10 +1,12 @@
 #include "infer/attention.h"
 
 #include <torch/autograd.h>
+#include <torch/cuda.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
 #include <algorithm>
+#include <chrono>
 #include <stdexcept>
 
 #include "io/errors.h"
@@ -18,6 +20,23 @@ std::vector<int64_t> image_positions_of(const std::vector<int64_t>& ids, int64_t
     if (ids[i] == image_token) pos.push_back(static_cast<int64_t>(i));
   return pos;
 }
+
+// Seconds since the last call, after the device's queue has drained (CUDA), for GradAttention's timings.
+class SyncedLap {
+ public:
+  explicit SyncedLap(const models::VisionLanguageModel& model) : cuda_(model.device().is_cuda()) {}
+  double next() {
+    if (cuda_) torch::cuda::synchronize();
+    const auto now = std::chrono::steady_clock::now();
+    const double s = std::chrono::duration<double>(now - t_).count();
+    t_ = now;
+    return s;
+  }
+
+ private:
+  bool cuda_;
+  std::chrono::steady_clock::time_point t_ = std::chrono::steady_clock::now();
+};
 
 void check_layers(const std::vector<int>& layers, int n) {
   for (int l : layers)
@@ -60,6 +79,7 @@ GradAttention gradient_weighted_attention(models::VisionLanguageModel& model,
                                           const std::vector<models::PreparedImage>& images,
                                           const std::vector<int64_t>& prompt_ids, int layer) {
   check_layers({layer}, model.info().num_layers);
+  SyncedLap lap(model);
   torch::AutoGradMode grad_on(true);
   const int64_t L = static_cast<int64_t>(prompt_ids.size());
   auto positions = image_positions_of(prompt_ids, model.info().image_token_id);
@@ -73,16 +93,19 @@ GradAttention gradient_weighted_attention(models::VisionLanguageModel& model,
     torch::NoGradGuard no_grad;  // image features are constants here
     in.image_features = model.encode_images(images);
   }
+  GradAttention g;
+  g.encode_s = lap.next();
   in.capture = &cap;
   in.logits_last_only = true;
   auto out = model.forward(in);
   auto last = out.logits.select(1, 0).select(0, 0);  // [V]
   const int64_t target = last.argmax().item<int64_t>();
   auto logp = torch::log_softmax(last, -1)[target];
+  g.forward_s = lap.next();
   auto probs = cap.probs.at(layer);  // [1, heads, 1, kv]
   auto grads = torch::autograd::grad({logp}, {probs})[0];
   auto weighted = (probs.detach() * torch::relu(grads)).select(0, 0).select(1, 0).mean(0);  // [kv]
-  GradAttention g;
+  g.backward_s = lap.next();
   g.map = weighted.to(torch::kCPU).index_select(0, torch::tensor(positions, torch::kLong)).contiguous();
   g.first_token = target;
   return g;
@@ -96,6 +119,7 @@ std::vector<GradAttention> gradient_weighted_attention_batch(
   std::vector<GradAttention> out;
   if (prompt_ids.empty()) return out;
   check_layers({layer}, model.info().num_layers);
+  SyncedLap lap(model);
   torch::AutoGradMode grad_on(true);
   const int64_t B = static_cast<int64_t>(prompt_ids.size());
   int64_t L = 0;
@@ -121,6 +145,7 @@ std::vector<GradAttention> gradient_weighted_attention_batch(
       }
     }
   }
+  const double encode_s = lap.next();
   models::AttentionCapture cap;
   cap.layers = {layer};
   cap.query_rows = {L - 1};
@@ -135,9 +160,11 @@ std::vector<GradAttention> gradient_weighted_attention_batch(
   auto last = fwd.logits.select(1, 0);  // [B, V]
   const auto targets = last.argmax(-1);
   auto logp = torch::log_softmax(last, -1).gather(1, targets.view({B, 1})).sum();
+  const double forward_s = lap.next();
   auto probs = cap.probs.at(layer);  // [B, heads, 1, kv]
   auto grads = torch::autograd::grad({logp}, {probs})[0];
   auto weighted = (probs.detach() * torch::relu(grads)).select(2, 0).mean(1).to(torch::kCPU);  // [B, kv]
+  const double backward_s = lap.next();
   const auto first = targets.to(torch::kCPU);
   for (int64_t b = 0; b < B; ++b) {
     const auto& p = prompt_ids[static_cast<size_t>(b)];
@@ -147,6 +174,7 @@ std::vector<GradAttention> gradient_weighted_attention_batch(
     GradAttention g;
     g.map = weighted[b].index_select(0, torch::tensor(positions, torch::kLong)).contiguous();
     g.first_token = first[b].item<int64_t>();
+    if (b == 0) g.encode_s = encode_s, g.forward_s = forward_s, g.backward_s = backward_s;
     out.push_back(std::move(g));
   }
   return out;

@@ -28,6 +28,9 @@ ImageAttention attention_to_images(models::VisionLanguageModel& model,
 struct GradAttention {
   torch::Tensor map;  // [n_image_tokens] fp32 CPU
   int64_t first_token = -1;
+  // Wall seconds of the call's parts (a batched call reports its totals on its first result, 0 on
+  // the others); on CUDA each part ends with a device sync. For profiling the pair generator.
+  double encode_s = 0, forward_s = 0, backward_s = 0;
 };
 GradAttention gradient_weighted_attention(models::VisionLanguageModel& model,
                                           const std::vector<models::PreparedImage>& images,

@@ -180,8 +180,16 @@ json box_json(const PixelBox& b) { return json::array({b.x1, b.y1, b.x2, b.y2});
 
 AttentionGrid grid_of(const SampleWork& w, torch::Tensor map);
 
+// Adds a gradient-attention call's parts to the stage times (sub-items of "attention").
+void add_attention_parts(std::map<std::string, double>* parts, const infer::GradAttention& g) {
+  if (!parts) return;
+  (*parts)["attention.encode"] += g.encode_s;
+  (*parts)["attention.forward"] += g.forward_s;
+  (*parts)["attention.backward"] += g.backward_s;
+}
+
 AttentionGrid attention_grid(models::VisionLanguageModel& model, const SampleWork& w, const PairsConfig& cfg,
-                             int64_t& first_token) {
+                             int64_t& first_token, std::map<std::string, double>* parts) {
   const std::vector<models::PreparedImage> imgs = {w.p_orig};
   const auto ids = model.tokenize_prompt(w.P_att, imgs);
   const auto layers = attention_layers(cfg.attention, model.info().num_layers);
@@ -189,6 +197,7 @@ AttentionGrid attention_grid(models::VisionLanguageModel& model, const SampleWor
   if (cfg.attention.method == "grad") {
     for (int l : layers) {
       auto g = infer::gradient_weighted_attention(model, imgs, ids, l);
+      add_attention_parts(parts, g);
       map = map.defined() ? map + g.map : g.map;
       first_token = g.first_token;
     }
@@ -233,10 +242,11 @@ AttentionGrid grid_of(const SampleWork& w, torch::Tensor map) {
 
 // Every sample's grid. ViCrop's gradient map (`grad`) runs `attention.batch` prompts per
 // left-padded forward; the other methods, and batch 1, run one prompt per forward.
-void attention_grids(models::VisionLanguageModel& model, std::vector<SampleWork>& work, const PairsConfig& cfg) {
+void attention_grids(models::VisionLanguageModel& model, std::vector<SampleWork>& work, const PairsConfig& cfg,
+                     std::map<std::string, double>* parts) {
   const size_t per_forward = static_cast<size_t>(std::max(1, cfg.attention.batch));
   if (cfg.attention.method != "grad" || per_forward == 1) {
-    for (auto& w : work) w.grid = attention_grid(model, w, cfg, w.first_token);
+    for (auto& w : work) w.grid = attention_grid(model, w, cfg, w.first_token, parts);
     return;
   }
   const auto layers = attention_layers(cfg.attention, model.info().num_layers);
@@ -252,6 +262,7 @@ void attention_grids(models::VisionLanguageModel& model, std::vector<SampleWork>
     for (int l : layers) {
       const auto g = infer::gradient_weighted_attention_batch(model, images, ids, l);
       for (size_t k = 0; k < g.size(); ++k) {
+        add_attention_parts(parts, g[k]);
         maps[k] = maps[k].defined() ? maps[k] + g[k].map : g[k].map;
         work[i0 + k].first_token = g[k].first_token;
       }
@@ -338,7 +349,7 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   std::vector<SampleWork> work;
   for (const auto* s : batch) work.push_back(start_sample(model, *s, cfg, opt.images_dir));
   clock.lap("decode_and_preprocess");
-  attention_grids(model, work, cfg);
+  attention_grids(model, work, cfg, stage_seconds);
   clock.lap("attention");
   for (auto& w : work) finish_sample(model, w, cfg);
   clock.lap("views");

@@ -279,7 +279,7 @@ TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
   const std::string whole = test::scratch_dir("pairs_ref_whole"), single = test::scratch_dir("pairs_ref_single");
   const auto summary = generate_pairs(*model, nullptr, cfg, tiny_options(whole, 4));
   EXPECT_GT(summary.generation_seconds, 0.0);
-  for (const char* stage : {"attention", "views", "encode_views", "focus_generation", "robust_loser_generation",
+  for (const char* stage : {"attention", "attention.forward", "attention.backward", "views", "encode_views", "focus_generation", "robust_loser_generation",
                             "contrastive_generation", "reference_scoring", "clip_scores_and_records"})
     EXPECT_TRUE(summary.stage_seconds.count(stage)) << stage;
   auto per_sample = cfg;
