@@ -35,7 +35,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from run_gpu_bench import GpuMemorySampler  # noqa: E402
+from run_gpu_bench import GpuMemorySampler, make_model  # noqa: E402
 
 
 def log(*a):
@@ -43,38 +43,11 @@ def log(*a):
 
 
 def make_llava(out_dir, lm_layers, vision_layers, dtype, seed):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=vision_layers,
-                              num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768,
-                              hidden_act="quick_gelu", layer_norm_eps=1e-5)
-    text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=lm_layers,
-                       num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                       rms_norm_eps=1e-5, hidden_act="silu", pad_token_id=32001, bos_token_id=1, eos_token_id=2)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-2,
-                      vision_feature_select_strategy="default", projector_hidden_act="gelu", image_seq_length=576)
-    for name in ("image_token_index", "image_token_id"):
-        try:
-            setattr(cfg, name, 32000)
-        except Exception:
-            pass
-    cfg.pad_token_id = 32001
-    torch.manual_seed(seed)
-    with torch.device("cuda"):
-        model = LlavaForConditionalGeneration(cfg)
-    model = model.to(dtype).eval()
-    model.generation_config.pad_token_id = 32001
-    model.save_pretrained(out_dir)
+    # run_gpu_bench's random LLaVA-1.5 with the 32k tokenizer (<image> 32000, <pad> 32001).
+    model = make_model(out_dir, REPO, seed, lm_layers, vision_layers, dtype,
+                       tokenizer_dir=os.path.join(HERE, "tokenizer-32k"), image_token=32000, pad_token=32001)
     del model
     torch.cuda.empty_cache()
-    tok = os.path.join(HERE, "tokenizer-32k")
-    for f in os.listdir(tok):
-        if f != "README.md":
-            shutil.copy(os.path.join(tok, f), os.path.join(out_dir, f))
-    pre = json.load(open(os.path.join(REPO, "tests/data/llava-tiny-s0/preprocessor_config.json")))
-    pre["size"] = {"shortest_edge": 336}
-    pre["crop_size"] = {"height": 336, "width": 336}
-    json.dump(pre, open(os.path.join(out_dir, "preprocessor_config.json"), "w"), indent=2)
 
 
 def make_clip(out_dir, seed):
@@ -226,12 +199,14 @@ def main():
         state["data"], state["images"] = make_data(W, args.samples, 0)
         return {"make_7b_s": t7, "files_7b": sorted(os.listdir(M7)), "samples": args.samples}
 
+    def run_pairs(config, out):
+        return run([p2, "pairs", "--model", M7, "--clip", CLIP, "--config", os.path.join(HERE, config), "--data",
+                    state["data"], "--images", state["images"], "--out", out, "--device", "cuda", "--dtype",
+                    "bfloat16", "--json", "--quiet"])
+
     def pairs():
         out = os.path.join(W, "ours-pairs")
-        rc, so, secs, peak = run([p2, "pairs", "--model", M7, "--clip", CLIP, "--config",
-                                  os.path.join(HERE, "pairs-bench.yaml"), "--data", state["data"], "--images",
-                                  state["images"], "--out", out, "--device", "cuda", "--dtype", "bfloat16",
-                                  "--json", "--quiet"])
+        rc, so, secs, peak = run_pairs("pairs-bench.yaml", out)
         r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
         if rc == 0:
             j = last_json(so)
@@ -244,10 +219,7 @@ def main():
 
     def pairs_attn8():
         out = os.path.join(W, "ours-pairs-attn8")
-        rc, so, secs, peak = run([p2, "pairs", "--model", M7, "--clip", CLIP, "--config",
-                                  os.path.join(HERE, "pairs-bench-attn8.yaml"), "--data", state["data"], "--images",
-                                  state["images"], "--out", out, "--device", "cuda", "--dtype", "bfloat16",
-                                  "--json", "--quiet"])
+        rc, so, secs, peak = run_pairs("pairs-bench-attn8.yaml", out)
         r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
         if rc == 0:
             r["run"] = last_json(so).get("run")

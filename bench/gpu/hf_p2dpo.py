@@ -49,6 +49,14 @@ def load_llava(model_dir, dtype):
     return model.to("cuda").eval()
 
 
+def load_side(model_dir, dtype):
+    """The HF model with its tokenizer, image processor and pad id, as both benchmarks use them."""
+    model = load_llava(model_dir, dtype)
+    tok = Tokenizer(model_dir, image_token_id(model))
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    return model, tok, image_processor(model_dir), pad
+
+
 def image_token_id(model):
     cfg = model.config
     for name in ("image_token_id", "image_token_index"):
@@ -282,14 +290,11 @@ def run_pairs(args):
 
     dtype = torch.bfloat16
     t_load = time.time()
-    model = load_llava(args.model, dtype)
-    img_id = image_token_id(model)
-    tok = Tokenizer(args.model, img_id)
-    proc = image_processor(args.model)
+    model, tok, proc, pad = load_side(args.model, dtype)
+    img_id = tok.image_id
     clip = CLIPModel.from_pretrained(args.clip, dtype=torch.float32).cuda().eval()
     clip_tok = CLIPTokenizer.from_pretrained(args.clip)
     clip_proc = image_processor(args.clip)
-    pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     cfg = json.load(open(args.config))
     G = cfg["min_new_tokens"]
     layer = cfg["attention"]["layers"][0]
@@ -413,11 +418,7 @@ def run_train(args):
     lora, opt_cfg, loss_cfg = tc["lora"], tc["optim"], tc["loss"]
     dtype = torch.bfloat16
     t_load = time.time()
-    base = load_llava(args.model, dtype)
-    img_id = image_token_id(base)
-    tok = Tokenizer(args.model, img_id)
-    proc = image_processor(args.model)
-    pad = base.config.pad_token_id if base.config.pad_token_id is not None else 0
+    base, tok, proc, pad = load_side(args.model, dtype)
     targets = r".*language_model\..*\.(" + "|".join(lora["target_modules"]) + ")"
     model = get_peft_model(base, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                                             target_modules=targets, bias="none"))
@@ -528,7 +529,8 @@ def run_peft_check(args):
     ours_ad = torch.tensor(scored["adapter"]["logprobs"], dtype=torch.float64)
     hf_base = logprobs(base, scored["base"])
     try:
-        hf_ids = Tokenizer(args.model, image_token_id(base)).prompt(args.prompt)
+        hf_tok = Tokenizer(args.model, image_token_id(base))
+        hf_ids = hf_tok.prompt(args.prompt)
         ours_ids = scored["base"]["prompt_ids"]
         res["hf_tokenizer_prompt_ids_equal_p2dpo"] = hf_ids == ours_ids
         if hf_ids != ours_ids:  # the ids around the first difference, image runs left out
@@ -536,7 +538,7 @@ def run_peft_check(args):
             a, b = squeeze(hf_ids), squeeze(ours_ids)
             k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
             res["hf_tokenizer_difference"] = {"at": k, "hf": a[max(0, k - 3):k + 8], "p2dpo": b[max(0, k - 3):k + 8],
-                                              "hf_tokens": Tokenizer(args.model, image_token_id(base)).tok.convert_ids_to_tokens(a[max(0, k - 3):k + 8]),
+                                              "hf_tokens": hf_tok.tok.convert_ids_to_tokens(a[max(0, k - 3):k + 8]),
                                               "lengths": [len(hf_ids), len(ours_ids)]}
     except Exception as e:  # informative only
         res["hf_tokenizer_prompt_ids_equal_p2dpo"] = f"error: {e}"

@@ -80,7 +80,11 @@ class GpuMemorySampler(threading.Thread):
         self.join()
 
 
-def make_model(out_dir, repo, seed, lm_layers=32, vision_layers=24, dtype=torch.bfloat16):
+def make_model(out_dir, repo, seed, lm_layers=32, vision_layers=24, dtype=torch.bfloat16, tokenizer_dir=None,
+               image_token=384, pad_token=385):
+    """A random LLaVA-1.5 (CLIP ViT-L/14-336 + LLaMA-7B widths, vocab 32064) saved in the llava-hf
+    layout. The tokenizer comes from `tokenizer_dir` (default: the repository's tiny one, whose
+    <image> and <pad> are 384 and 385); the preprocessor is CLIP's at 336 px."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=vision_layers,
@@ -88,27 +92,29 @@ def make_model(out_dir, repo, seed, lm_layers=32, vision_layers=24, dtype=torch.
                               hidden_act="quick_gelu", layer_norm_eps=1e-5)
     text = LlamaConfig(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=lm_layers,
                        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-                       rms_norm_eps=1e-5, hidden_act="silu", pad_token_id=385, bos_token_id=1, eos_token_id=2)
+                       rms_norm_eps=1e-5, hidden_act="silu", pad_token_id=pad_token, bos_token_id=1, eos_token_id=2)
     cfg = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-2,
                       vision_feature_select_strategy="default", projector_hidden_act="gelu",
                       image_seq_length=576)
-    # The tiny tokenizer's <image> and <pad> ids (384, 385); both spellings across transformers versions.
+    # The tokenizer's <image> id; both spellings across transformers versions.
     for name in ("image_token_index", "image_token_id"):
         try:
-            setattr(cfg, name, 384)
+            setattr(cfg, name, image_token)
         except Exception:
             pass
-    cfg.pad_token_id = 385
+    cfg.pad_token_id = pad_token
     torch.manual_seed(seed)
     with torch.device("cuda"):
         model = LlavaForConditionalGeneration(cfg)
     model = model.to(dtype).eval()
-    model.generation_config.pad_token_id = 385
+    model.generation_config.pad_token_id = pad_token
     model.save_pretrained(out_dir)
     tiny = os.path.join(repo, "tests/data/llava-tiny-s0")
+    tok = tokenizer_dir or tiny
     for f in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
               "processor_config.json"):
-        shutil.copy(os.path.join(tiny, f), os.path.join(out_dir, f))
+        if os.path.exists(os.path.join(tok, f)):
+            shutil.copy(os.path.join(tok, f), os.path.join(out_dir, f))
     pre = json.load(open(os.path.join(tiny, "preprocessor_config.json")))
     pre["size"] = {"shortest_edge": 336}
     pre["crop_size"] = {"height": 336, "width": 336}

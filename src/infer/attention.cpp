@@ -1,15 +1,14 @@
 #include "infer/attention.h"
 
 #include <torch/autograd.h>
-#include <torch/cuda.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
 #include <algorithm>
-#include <chrono>
 #include <stdexcept>
 
 #include "io/errors.h"
+#include "models/synced_lap.h"
 
 namespace p2dpo::infer {
 
@@ -20,23 +19,6 @@ std::vector<int64_t> image_positions_of(const std::vector<int64_t>& ids, int64_t
     if (ids[i] == image_token) pos.push_back(static_cast<int64_t>(i));
   return pos;
 }
-
-// Seconds since the last call, after the device's queue has drained (CUDA), for GradAttention's timings.
-class SyncedLap {
- public:
-  explicit SyncedLap(const models::VisionLanguageModel& model) : cuda_(model.device().is_cuda()) {}
-  double next() {
-    if (cuda_) torch::cuda::synchronize();
-    const auto now = std::chrono::steady_clock::now();
-    const double s = std::chrono::duration<double>(now - t_).count();
-    t_ = now;
-    return s;
-  }
-
- private:
-  bool cuda_;
-  std::chrono::steady_clock::time_point t_ = std::chrono::steady_clock::now();
-};
 
 void check_layers(const std::vector<int>& layers, int n) {
   for (int l : layers)
@@ -79,7 +61,7 @@ GradAttention gradient_weighted_attention(models::VisionLanguageModel& model,
                                           const std::vector<models::PreparedImage>& images,
                                           const std::vector<int64_t>& prompt_ids, int layer) {
   check_layers({layer}, model.info().num_layers);
-  SyncedLap lap(model);
+  models::SyncedLap lap(model.device().is_cuda());
   torch::AutoGradMode grad_on(true);
   const int64_t L = static_cast<int64_t>(prompt_ids.size());
   auto positions = image_positions_of(prompt_ids, model.info().image_token_id);
@@ -119,7 +101,7 @@ std::vector<GradAttention> gradient_weighted_attention_batch(
   std::vector<GradAttention> out;
   if (prompt_ids.empty()) return out;
   check_layers({layer}, model.info().num_layers);
-  SyncedLap lap(model);
+  models::SyncedLap lap(model.device().is_cuda());
   torch::AutoGradMode grad_on(true);
   const int64_t B = static_cast<int64_t>(prompt_ids.size());
   int64_t L = 0;

@@ -1,6 +1,5 @@
 #include "pairs/pipeline.h"
 
-#include <torch/cuda.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
@@ -21,6 +20,7 @@
 #include "io/atomic_file.h"
 #include "io/errors.h"
 #include "io/json_io.h"
+#include "models/synced_lap.h"
 #include "pairs/clip_scorer.h"
 #include "pairs/contrastive.h"
 #include "pairs/crop.h"
@@ -120,24 +120,18 @@ std::vector<int> attention_layers(const AttentionConfig& cfg, int num_layers) {
 
 namespace {
 
-// Wall time per stage of a batch. On CUDA each stage ends with a device sync, so the time is the
-// stage's own and not the queue's (the syncs cost little at this granularity).
+// Wall time per stage of a batch, each stage ended by a device sync on CUDA (models/synced_lap.h).
 class StageClock {
  public:
   StageClock(const models::VisionLanguageModel& model, std::map<std::string, double>* totals)
-      : cuda_(model.device().is_cuda()), totals_(totals), t_(std::chrono::steady_clock::now()) {}
+      : lap_(model.device().is_cuda()), totals_(totals) {}
   void lap(const std::string& stage) {
-    if (!totals_) return;
-    if (cuda_) torch::cuda::synchronize();
-    const auto now = std::chrono::steady_clock::now();
-    (*totals_)[stage] += std::chrono::duration<double>(now - t_).count();
-    t_ = now;
+    if (totals_) (*totals_)[stage] += lap_.next();
   }
 
  private:
-  bool cuda_;
+  models::SyncedLap lap_;
   std::map<std::string, double>* totals_;
-  std::chrono::steady_clock::time_point t_;
 };
 
 struct SampleWork {

@@ -1,6 +1,5 @@
 #include "train/p2dpo_trainer.h"
 
-#include <torch/cuda.h>
 #include <torch/types.h>
 #include <torch/utils.h>
 
@@ -13,6 +12,7 @@
 #include "image/decode.h"
 #include "io/errors.h"
 #include "io/json_io.h"
+#include "models/synced_lap.h"
 #include "pairs/responses.h"
 #include "pairs/views.h"
 #include "train/checkpoint.h"
@@ -267,14 +267,8 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
     // Wall time of this rank's phases in the step; on CUDA each phase ends with a device sync so
     // the time is its own (the syncs cost little next to a 7B forward).
     std::map<std::string, double> phase_s;
-    auto phase_t = std::chrono::steady_clock::now();
-    const bool on_cuda = model.device().is_cuda();
-    auto phase_end = [&](const char* name) {
-      if (on_cuda) torch::cuda::synchronize();
-      const auto now = std::chrono::steady_clock::now();
-      phase_s[name] += std::chrono::duration<double>(now - phase_t).count();
-      phase_t = now;
-    };
+    models::SyncedLap phase_lap(model.device().is_cuda());
+    auto phase_end = [&](const char* name) { phase_s[name] += phase_lap.next(); };
 
     for (const auto& micro : split_micro_batches(mine, plan.micro_batch_size)) {
       std::vector<const PairInputs*> batch;
