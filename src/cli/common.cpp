@@ -90,4 +90,12 @@ std::string unescape(const std::string& s) {
   return out;
 }
 
+nlohmann::json profile_brief(const nlohmann::json& profile_summary, const std::string& dir) {
+  nlohmann::json phases = nlohmann::json::array();
+  for (const auto& p : profile_summary.at("phases"))
+    phases.push_back({{"phase", p.at("phase")}, {"wall_s", p.at("wall_s")}, {"host_ops", p.at("host_ops")},
+                      {"device_busy_share", p.at("device_busy_share")}});
+  return {{"dir", dir}, {"label", profile_summary.at("label")}, {"phases", phases}};
+}
+
 }  // namespace p2dpo::cli

@@ -27,6 +27,10 @@ std::vector<models::PreparedImage> load_images(models::VisionLanguageModel& mode
 // Prints JSON (with --json) or a short human-readable rendering.
 void print_result(const nlohmann::json& j, bool as_json);
 
+// The per-phase lines of an op profile's summary (models/op_profile.h) for a command's --json
+// output: phase, wall_s, host_ops, device_busy_share. The full summary is in the profile folder.
+nlohmann::json profile_brief(const nlohmann::json& profile_summary, const std::string& dir);
+
 std::vector<int64_t> parse_id_list(const std::string& s, const std::string& flag);
 
 // Templates typed in a shell, where a real newline is awkward: \n, \t and \\ are read as escapes,

@@ -27,7 +27,7 @@ int env_int(const char* name, int fallback) {
 void register_pairs(CLI::App& app) {
   struct Opts {
     ModelFlags model;
-    std::string config, preset, data, images, out, clip;
+    std::string config, preset, data, images, out, clip, profile;
     int64_t limit = 0;
     bool merge = false, quiet = false, json = false;
   };
@@ -43,6 +43,9 @@ void register_pairs(CLI::App& app) {
   cmd->add_option("--clip", o->clip, "HF CLIPModel folder for CLIPScore and dynamic deficit weighting");
   cmd->add_option("--limit", o->limit, "only the first N samples");
   cmd->add_flag("--merge", o->merge, "only merge finished shards and write pairs.jsonl, filtered.jsonl, stats.json");
+  cmd->add_option("--profile", o->profile,
+                  "write an op profile of one batch (the second computed) to this folder: per-stage host ops, "
+                  "GPU busy time, top ops and kernels, and a Chrome trace");
   cmd->add_flag("--quiet", o->quiet, "no progress line");
   cmd->add_flag("--json", o->json, "print the statistics as JSON");
   cmd->callback([o]() {
@@ -70,6 +73,7 @@ void register_pairs(CLI::App& app) {
     opt.rank = env_int("RANK", 0);
     opt.world_size = env_int("WORLD_SIZE", 1);
     opt.progress = !o->quiet;
+    opt.profile_dir = o->profile;
     const auto summary = pairs::generate_pairs(*model, clip.get(), cfg, opt);
     if (!summary.finalized) {
       std::cerr << "pairs: rank " << opt.rank << " finished its shard (" << summary.generated_now
@@ -83,7 +87,9 @@ void register_pairs(CLI::App& app) {
     shown["run"] = {{"generated_now", summary.generated_now},
                     {"generation_seconds", secs},
                     {"pairs_per_hour", secs > 0 ? 3600.0 * static_cast<double>(summary.generated_now) / secs : 0.0},
-                    {"stage_seconds", summary.stage_seconds}};
+                    {"stage_seconds", summary.stage_seconds},
+                    {"batch_seconds", summary.batch_seconds}};
+    if (!summary.profile.is_null()) shown["run"]["profile"] = profile_brief(summary.profile, o->profile);
     print_result(shown, o->json);
   });
 }

@@ -15,9 +15,9 @@ void register_train(CLI::App& app) {
   struct Opts {
     ModelFlags model;
     std::vector<std::string> config;
-    std::string preset, pairs, images, out, objective;
+    std::string preset, pairs, images, out, objective, profile;
     std::vector<std::string> ablate;
-    int64_t max_steps = -1, stop_after = 0;
+    int64_t max_steps = -1, stop_after = 0, profile_step = 2;
     bool resume = false, quiet = false, json = false;
   };
   auto o = std::make_shared<Opts>();
@@ -33,6 +33,10 @@ void register_train(CLI::App& app) {
   cmd->add_option("--max-steps", o->max_steps, "train this many optimizer steps instead of the configured epochs");
   cmd->add_option("--stop-after", o->stop_after, "leave after this many steps in total (split a run; rerun with --resume)");
   cmd->add_flag("--resume", o->resume, "continue from the run folder's latest checkpoint");
+  cmd->add_option("--profile", o->profile,
+                  "write an op profile of one optimizer step to this folder: per-phase host ops, GPU busy time, "
+                  "top ops and kernels, and a Chrome trace");
+  cmd->add_option("--profile-step", o->profile_step, "the step --profile records (1-based)")->check(CLI::PositiveNumber);
   cmd->add_flag("--quiet", o->quiet, "no progress line");
   cmd->add_flag("--json", o->json, "print the summary as JSON");
   cmd->callback([o, cmd]() {
@@ -63,6 +67,8 @@ void register_train(CLI::App& app) {
     opt.progress = !o->quiet;
     opt.stop_after_steps = o->stop_after;
     opt.group = group.get();
+    opt.profile_dir = o->profile;
+    opt.profile_step = o->profile_step;
     const auto r = train::train_p2dpo(*model, cfg, opt);
     if (env.rank != 0) return;
     nlohmann::json summary = {{"steps_done", r.steps_done}, {"total_steps", r.total_steps},
@@ -70,6 +76,7 @@ void register_train(CLI::App& app) {
                               {"adapter", r.adapter_dir}, {"out", o->out}};
     if (r.resumed_from) summary["resumed_from"] = *r.resumed_from;
     if (!r.last_metrics.is_null()) summary["last_metrics"] = r.last_metrics;
+    if (!r.profile.is_null()) summary["profile"] = profile_brief(r.profile, o->profile);
     print_result(summary, o->json);
   });
 }

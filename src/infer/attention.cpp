@@ -76,18 +76,18 @@ GradAttention gradient_weighted_attention(models::VisionLanguageModel& model,
     in.image_features = model.encode_images(images);
   }
   GradAttention g;
-  g.encode_s = lap.next();
+  g.encode_s = lap.next("attention.encode");
   in.capture = &cap;
   in.logits_last_only = true;
   auto out = model.forward(in);
   auto last = out.logits.select(1, 0).select(0, 0);  // [V]
   const int64_t target = last.argmax().item<int64_t>();
   auto logp = torch::log_softmax(last, -1)[target];
-  g.forward_s = lap.next();
+  g.forward_s = lap.next("attention.forward");
   auto probs = cap.probs.at(layer);  // [1, heads, 1, kv]
   auto grads = torch::autograd::grad({logp}, {probs})[0];
   auto weighted = (probs.detach() * torch::relu(grads)).select(0, 0).select(1, 0).mean(0);  // [kv]
-  g.backward_s = lap.next();
+  g.backward_s = lap.next("attention.backward");
   g.map = weighted.to(torch::kCPU).index_select(0, torch::tensor(positions, torch::kLong)).contiguous();
   g.first_token = target;
   return g;
@@ -127,7 +127,7 @@ std::vector<GradAttention> gradient_weighted_attention_batch(
       }
     }
   }
-  const double encode_s = lap.next();
+  const double encode_s = lap.next("attention.encode");
   models::AttentionCapture cap;
   cap.layers = {layer};
   cap.query_rows = {L - 1};
@@ -142,11 +142,11 @@ std::vector<GradAttention> gradient_weighted_attention_batch(
   auto last = fwd.logits.select(1, 0);  // [B, V]
   const auto targets = last.argmax(-1);
   auto logp = torch::log_softmax(last, -1).gather(1, targets.view({B, 1})).sum();
-  const double forward_s = lap.next();
+  const double forward_s = lap.next("attention.forward");
   auto probs = cap.probs.at(layer);  // [B, heads, 1, kv]
   auto grads = torch::autograd::grad({logp}, {probs})[0];
   auto weighted = (probs.detach() * torch::relu(grads)).select(2, 0).mean(1).to(torch::kCPU);  // [B, kv]
-  const double backward_s = lap.next();
+  const double backward_s = lap.next("attention.backward");
   const auto first = targets.to(torch::kCPU);
   for (int64_t b = 0; b < B; ++b) {
     const auto& p = prompt_ids[static_cast<size_t>(b)];

@@ -137,19 +137,23 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
     auto scores = combine ? combine(logits) : logits.select(1, 0);
     if (hold_eos) mask_eos(scores);
     auto logp = torch::log_softmax(scores, -1);
-    torch::Tensor next, next_on_device;  // [N] int64: on the host, and where the scores are
+    // Exactly one device-to-host read per step (each read waits for the queue to drain).
+    torch::Tensor next, chosen_logp;  // [N] int64 and [N] float32, on the host
     if (cfg.greedy()) {
-      next_on_device = scores.argmax(-1);
-      next = next_on_device.to(torch::kCPU).contiguous();
+      auto next_on_device = scores.argmax(-1);
+      auto picked = logp.gather(1, next_on_device.view({N, 1})).view({N});
+      // Token ids are exact in float64 (far below 2^53), as are float32 log-probs.
+      auto host = torch::stack({next_on_device.to(torch::kFloat64), picked.to(torch::kFloat64)}).to(torch::kCPU);
+      next = host[0].to(torch::kInt64).contiguous();
+      chosen_logp = host[1].to(torch::kFloat32).contiguous();
     } else {
-      auto probs = torch::softmax(warp_scores(scores, cfg), -1).to(torch::kCPU);
+      auto host = torch::stack({torch::softmax(warp_scores(scores, cfg), -1), logp}).to(torch::kCPU);
+      auto probs = host[0], logp_host = host[1];
       std::vector<torch::Tensor> draws;
       for (int64_t i = 0; i < N; ++i) draws.push_back(torch::multinomial(probs[i], 1, false, gens[i]));
       next = torch::cat(draws).contiguous();
-      next_on_device = next.to(logp.device());
+      chosen_logp = logp_host.gather(1, next.view({N, 1})).view({N}).contiguous();
     }
-    // One host-side read per step (item() per row would sync a GPU N times).
-    auto chosen_logp = logp.gather(1, next_on_device.view({N, 1})).view({N}).to(torch::kCPU).contiguous();
     const int64_t* next_ptr = next.data_ptr<int64_t>();
     const float* logp_ptr = chosen_logp.data_ptr<float>();
     bool all_done = true;

@@ -165,15 +165,18 @@ std::string LlavaModel::decode(const std::vector<int64_t>& ids) const {
 }
 
 torch::Tensor LlavaModel::merged_embeddings(const torch::Tensor& ids, const torch::Tensor& image_features) const {
+  // Image slots are counted where the ids are (on the host, in generation): a count read back from
+  // a GPU would make every decoding step wait for the queue to drain.
+  const auto is_image_here = ids == cfg_.image_token_index;
+  const int64_t n_slots = is_image_here.sum().item<int64_t>();
   auto embeds = lm_->embed(ids);
-  auto is_image = (ids == cfg_.image_token_index).to(embeds.device());
-  const int64_t n_slots = is_image.sum().item<int64_t>();
   const int64_t n_rows = image_features.defined() ? image_features.numel() / embeds.size(-1) : 0;
   if (n_slots != n_rows) {
     throw InputError("input", "image tokens (" + std::to_string(n_slots) + ") do not match image features (" +
                                   std::to_string(n_rows) + " rows)");
   }
   if (n_slots == 0) return embeds;
+  const auto is_image = is_image_here.to(embeds.device());
   auto rows = image_features.reshape({-1, embeds.size(-1)}).to(embeds.scalar_type());
   return embeds.masked_scatter(is_image.unsqueeze(-1).expand_as(embeds), rows);
 }
@@ -181,7 +184,7 @@ torch::Tensor LlavaModel::merged_embeddings(const torch::Tensor& ids, const torc
 ForwardOutput LlavaModel::forward(const ForwardInput& in) {
   torch::Tensor embeds = in.inputs_embeds.defined()
                              ? in.inputs_embeds
-                             : merged_embeddings(in.input_ids.to(opts_.device), in.image_features);
+                             : merged_embeddings(in.input_ids, in.image_features);
   ForwardOutput out;
   out.hidden = lm_->forward(embeds, in.attention_mask, in.cache, in.capture);
   auto h = in.logits_last_only ? out.hidden.slice(1, out.hidden.size(1) - 1) : out.hidden;

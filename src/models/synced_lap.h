@@ -9,8 +9,9 @@ namespace p2dpo::models {
 class SyncedLap {
  public:
   explicit SyncedLap(bool sync_cuda) : sync_cuda_(sync_cuda), t_(std::chrono::steady_clock::now()) {}
-  // Seconds since construction or the previous call.
-  double next();
+  // Seconds since construction or the previous call. A named lap also ends that phase in an
+  // op profile being recorded (models/op_profile.h).
+  double next(const char* phase = nullptr);
 
  private:
   bool sync_cuda_;

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -20,6 +21,7 @@
 #include "io/atomic_file.h"
 #include "io/errors.h"
 #include "io/json_io.h"
+#include "models/op_profile.h"
 #include "models/synced_lap.h"
 #include "pairs/clip_scorer.h"
 #include "pairs/contrastive.h"
@@ -126,7 +128,8 @@ class StageClock {
   StageClock(const models::VisionLanguageModel& model, std::map<std::string, double>* totals)
       : lap_(model.device().is_cuda()), totals_(totals) {}
   void lap(const std::string& stage) {
-    if (totals_) (*totals_)[stage] += lap_.next();
+    const double s = lap_.next(stage.c_str());
+    if (totals_) (*totals_)[stage] += s;
   }
 
  private:
@@ -625,17 +628,32 @@ PairsRunSummary generate_pairs(models::VisionLanguageModel& model, const ClipSco
   train::ProgressLine progress("pairs", my_samples, summary.already_done);
   const auto t0 = std::chrono::steady_clock::now();
   int64_t written_batches = 0, kept_so_far = 0, seen_now = 0;
+  auto batch_missing = [&](int64_t b) {
+    for (int64_t i = b * B; i < std::min(n, (b + 1) * B); ++i)
+      if (!done.count(i)) return true;
+    return false;
+  };
+  int64_t to_compute = 0;
+  for (const int64_t b : my_batches) to_compute += batch_missing(b) ? 1 : 0;
+  const int64_t profiled_batch = opt.profile_dir.empty() ? -1 : std::min<int64_t>(1, to_compute - 1);
   for (const int64_t b : my_batches) {
+    if (!batch_missing(b)) continue;
     std::vector<const PromptSample*> batch;
-    bool missing = false;
-    for (int64_t i = b * B; i < std::min(n, (b + 1) * B); ++i) {
-      batch.push_back(&samples[static_cast<size_t>(i)]);
-      missing = missing || !done.count(i);
-    }
-    if (!missing) continue;
+    for (int64_t i = b * B; i < std::min(n, (b + 1) * B); ++i) batch.push_back(&samples[static_cast<size_t>(i)]);
+    std::optional<models::OpProfile> profile;
+    const int64_t computed = static_cast<int64_t>(summary.batch_seconds.size());
+    if (computed == profiled_batch) profile.emplace(model.device().is_cuda());
+    const auto tb = std::chrono::steady_clock::now();
     // A batch a kill interrupted is recomputed whole (same composition, same numbers); only the
     // records not yet on disk are written.
-    for (auto& rec : run_batch(model, clip, cfg, batch, opt, opt.out_dir, &summary.stage_seconds)) {
+    auto records = run_batch(model, clip, cfg, batch, opt, opt.out_dir, &summary.stage_seconds);
+    summary.batch_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - tb).count());
+    if (profile) {
+      summary.profile = profile->finish(opt.profile_dir, "pairs-batch-" + std::to_string(b));
+      summary.profile["batch"] = b;
+      summary.profile["samples"] = batch.size();
+    }
+    for (auto& rec : records) {
       const int64_t idx = rec.at("index").get<int64_t>();
       if (done.count(idx)) continue;
       const auto c = candidate_of(rec);

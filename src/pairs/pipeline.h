@@ -48,6 +48,10 @@ struct PairsRunOptions {
   bool progress = true;
   // Test hook standing in for a kill: leave after this many batches have been written (0 = off).
   int64_t stop_after_batches = 0;
+  // Non-empty: record an op profile (models/op_profile.h) of one batch, the second this process
+  // computes (the first pays one-time costs: kernel loading, allocator growth), or the first if it
+  // computes only one; written as PROFILE_DIR/pairs-batch-B.{summary,trace}.json, stages as phases.
+  std::string profile_dir;
 };
 
 struct PairsRunSummary {
@@ -57,6 +61,8 @@ struct PairsRunSummary {
   bool finalized = false;        // pairs.jsonl / filtered.jsonl / stats.json written
   double generation_seconds = 0; // wall time of this process's batches (model loading excluded)
   std::map<std::string, double> stage_seconds;  // where that time went (attention, views, focus, ...)
+  std::vector<double> batch_seconds;            // wall time of each batch this process computed, in order
+  nlohmann::json profile;                       // the op profile's summary when profile_dir was set
   nlohmann::json stats;          // when finalized
 };
 

@@ -8,10 +8,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 
 #include "image/decode.h"
 #include "io/errors.h"
 #include "io/json_io.h"
+#include "models/op_profile.h"
 #include "models/synced_lap.h"
 #include "pairs/responses.h"
 #include "pairs/views.h"
@@ -258,6 +260,8 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
   // ---- loop: one iteration = one optimizer step ----
   bool reference_checked = latest.has_value() || recompute;
   while (state.step < total_steps) {
+    std::optional<models::OpProfile> profile;
+    if (!opt.profile_dir.empty() && state.step + 1 == opt.profile_step) profile.emplace(model.device().is_cuda());
     const auto t0 = std::chrono::steady_clock::now();
     const std::vector<int64_t> global = sampler.next_batch(plan.effective_batch());
     const int64_t items_in_step = static_cast<int64_t>(global.size());
@@ -268,7 +272,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
     // the time is its own (the syncs cost little next to a 7B forward).
     std::map<std::string, double> phase_s;
     models::SyncedLap phase_lap(model.device().is_cuda());
-    auto phase_end = [&](const char* name) { phase_s[name] += phase_lap.next(); };
+    auto phase_end = [&](const char* name) { phase_s[name] += phase_lap.next(name); };
 
     for (const auto& micro : split_micro_batches(mine, plan.micro_batch_size)) {
       std::vector<const PairInputs*> batch;
@@ -391,6 +395,13 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
     optimizer.step(lr);
     optimizer.zero_grad();
     phase_end("time/optimizer_s");  // with the gradient all-reduce and clipping
+    if (profile) {
+      std::string label = "train-step-" + std::to_string(state.step + 1);
+      if (world > 1) label += "-rank-" + std::to_string(rank);
+      result.profile = profile->finish(opt.profile_dir, label);
+      result.profile["step"] = state.step + 1;
+      profile.reset();
+    }
 
     state.step += 1;
     state.data = sampler.position();

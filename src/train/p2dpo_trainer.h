@@ -34,6 +34,11 @@ struct P2DpoRunOptions {
   // there unless one is due anyway).
   int64_t stop_after_steps = 0;
   ProcessGroup* group = nullptr;  // data parallel when set (rank, world size from it)
+  // Non-empty: record an op profile (models/op_profile.h) of optimizer step `profile_step`
+  // (1-based; the first step pays one-time costs) into PROFILE_DIR/train-step-N[-rank-R].*.json,
+  // its phases the time/* metrics' phases.
+  std::string profile_dir;
+  int64_t profile_step = 2;
 };
 
 struct P2DpoRunResult {
@@ -42,6 +47,7 @@ struct P2DpoRunResult {
   double first_loss = 0, last_loss = 0;
   nlohmann::json last_metrics;
   std::string adapter_dir;  // "" until the run finishes
+  nlohmann::json profile;   // the op profile's summary when one was recorded
 };
 
 P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainConfig& cfg, const P2DpoRunOptions& opt);

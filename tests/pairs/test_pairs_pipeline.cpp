@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "cli_run.h"
@@ -282,6 +283,30 @@ TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
   for (const char* stage : {"attention", "attention.forward", "attention.backward", "views", "encode_views", "focus_generation", "robust_loser_generation",
                             "contrastive_generation", "reference_scoring", "clip_scores_and_records"})
     EXPECT_TRUE(summary.stage_seconds.count(stage)) << stage;
+  EXPECT_EQ(summary.batch_seconds.size(), 2u);
+
+  // An op profile of the second batch (--profile) has the stages as phases and changes no record.
+  auto profiled = tiny_options(test::scratch_dir("pairs_profiled"), 4);
+  profiled.profile_dir = test::scratch_dir("pairs_profile");
+  const auto prof = generate_pairs(*model, nullptr, cfg, profiled);
+  ASSERT_FALSE(prof.profile.is_null());
+  EXPECT_EQ(prof.profile.at("label"), "pairs-batch-1");
+  EXPECT_EQ(prof.profile.at("batch"), 1);
+  std::set<std::string> phases;
+  for (const auto& p : prof.profile.at("phases")) {
+    phases.insert(p.at("phase").get<std::string>());
+    EXPECT_GT(p.at("wall_s").get<double>(), 0.0) << p.at("phase");
+  }
+  for (const char* stage : {"attention.forward", "attention.backward", "focus_generation", "contrastive_generation", "reference_scoring"})
+    EXPECT_TRUE(phases.count(stage)) << stage;
+  EXPECT_TRUE(fs::exists(profiled.profile_dir + "/pairs-batch-1.trace.json"));
+  {
+    const auto plain = io::read_jsonl_file(whole + "/pairs.jsonl"), with = io::read_jsonl_file(profiled.out_dir + "/pairs.jsonl");
+    ASSERT_EQ(plain.size(), with.size());
+    for (size_t i = 0; i < plain.size(); ++i)
+      for (const char* k : {"bbox", "focus", "robust", "reference"}) EXPECT_EQ(plain[i][k], with[i][k]) << i << " " << k;
+  }
+
   auto per_sample = cfg;
   per_sample.reference_batch = 1;
   generate_pairs(*model, nullptr, per_sample, tiny_options(single, 4));

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "cli_run.h"
 #include "io/json_io.h"
@@ -194,7 +195,19 @@ TEST(TrainP2Dpo, KilledRunResumesToTheSameAdapter) {
   P2DpoTrainConfig cfg = small_config();
   cfg.lora.dropout = 0.1;  // the torch RNG must be restored too
   const std::string full = test::scratch_dir("train_resume_full"), part = test::scratch_dir("train_resume_part");
-  train_p2dpo(*model, cfg, options(full));
+  // The uninterrupted run also records an op profile of step 2 (--profile), which must change nothing.
+  auto profiled = options(full);
+  profiled.profile_dir = test::scratch_dir("train_profile");
+  profiled.profile_step = 2;
+  const auto full_run = train_p2dpo(*model, cfg, profiled);
+  ASSERT_FALSE(full_run.profile.is_null());
+  EXPECT_EQ(full_run.profile.at("step"), 2);
+  std::set<std::string> phases;
+  for (const auto& p : full_run.profile.at("phases")) phases.insert(p.at("phase").get<std::string>());
+  for (const char* phase : {"time/data_and_reference_s", "time/forward_s", "time/loss_s", "time/backward_s", "time/optimizer_s"})
+    EXPECT_TRUE(phases.count(phase)) << phase;
+  EXPECT_GT(full_run.profile.at("total").at("host_ops").get<int64_t>(), 100);
+  EXPECT_TRUE(fs::exists(profiled.profile_dir + "/train-step-2.summary.json"));
   auto o = options(part);
   o.stop_after_steps = 3;  // a checkpoint exists at step 2 only: step 3 is lost, as in a kill
   train_p2dpo(*model, cfg, o);
