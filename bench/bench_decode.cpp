@@ -3,6 +3,11 @@
 // the same inputs). Works on CPU too (that is how it is tested without a GPU):
 //   ./build/bench_decode --model DIR [--device cuda] [--dtype bf16] [--image PNG]
 //       [--new-tokens 128] [--repeats 3] [--long-context 2048] [--out FILE.json] [--dump DIR]
+//       [--rows 16] [--modes growing,fixed,graphs]
+// --modes times decoding with the growing KV cache (the default path), a frozen one and, on CUDA,
+// CUDA graphs over it (infer::SamplingConfig), all at --rows identical prompts, in this process;
+// `decoding_modes` reports each one's ms per step, its ratio to the growing cache and whether its
+// greedy tokens equal the growing cache's.
 // --dump writes the exact inputs (prompt ids, pixel values) and our outputs (prefill logits of the
 // last position, greedy tokens) so the HF side can be fed the same tensors and compared.
 #include <torch/cuda.h>
@@ -16,6 +21,7 @@
 #include <iostream>
 
 #include "image/decode.h"
+#include "infer/decode_graph.h"
 #include "infer/generate.h"
 #include "io/json_io.h"
 #include "io/safetensors.h"
@@ -29,7 +35,8 @@ namespace {
 
 struct Args {
   std::string model, device = "cpu", dtype = "fp32", image, out, dump;
-  int new_tokens = 128, repeats = 3, long_context = 2048, long_new_tokens = 32;
+  int new_tokens = 128, repeats = 3, long_context = 2048, long_new_tokens = 32, rows = 1;
+  std::string modes = "growing,fixed,graphs";
 };
 
 Args parse(int argc, char** argv) {
@@ -50,6 +57,8 @@ Args parse(int argc, char** argv) {
     else if (k == "--repeats") a.repeats = std::stoi(next());
     else if (k == "--long-context") a.long_context = std::stoi(next());
     else if (k == "--long-new-tokens") a.long_new_tokens = std::stoi(next());
+    else if (k == "--rows") a.rows = std::stoi(next());
+    else if (k == "--modes") a.modes = next();
     else throw std::runtime_error("unknown flag " + k);
   }
   if (a.model.empty()) throw std::runtime_error("--model is required");
@@ -99,31 +108,40 @@ std::pair<double, torch::Tensor> prefill(models::LlavaModel& m, const std::vecto
 }
 
 // generate() end to end: encode + prefill + n tokens, EOS ignored so every run has n tokens.
+// How the decoding steps run: the growing cache, a frozen one, or CUDA graphs over a frozen one.
+struct Decoding {
+  bool fixed_cache = false, cuda_graphs = false;
+  int rows = 1;  // identical prompts decoded together
+};
+
 std::pair<double, std::vector<int64_t>> timed_generate(models::LlavaModel& m, const std::vector<int64_t>& ids,
-                                                       const models::PreparedImage& img, int n) {
+                                                       const models::PreparedImage& img, int n,
+                                                       const Decoding& d = {}) {
   torch::NoGradGuard ng;
   infer::SamplingConfig cfg;
   cfg.max_new_tokens = n;
   cfg.stop_on_eos = false;
+  cfg.fixed_cache = d.fixed_cache;
+  cfg.cuda_graphs = d.cuda_graphs;
   sync(m.device());
   auto t0 = std::chrono::steady_clock::now();
   infer::GenerationRequest req;
   req.prompt_ids = ids;
   req.image_features = m.encode_images({img});
-  auto r = infer::generate(m, {req}, cfg);
+  auto r = infer::generate(m, std::vector<infer::GenerationRequest>(static_cast<size_t>(d.rows), req), cfg);
   sync(m.device());
   return {seconds_since(t0), r[0].token_ids};
 }
 
 json measure(models::LlavaModel& m, const std::vector<int64_t>& ids, const models::PreparedImage& img,
-             int new_tokens, int repeats) {
+             int new_tokens, int repeats, const Decoding& d = {}) {
   std::vector<double> pre, g1, gn;
   std::vector<int64_t> tokens;
-  timed_generate(m, ids, img, 2);  // warm-up: allocator, kernels, lazy init
+  timed_generate(m, ids, img, 2, d);  // warm-up: allocator, kernels, lazy init
   for (int r = 0; r < repeats; ++r) {
     pre.push_back(prefill(m, ids, img).first);
-    g1.push_back(timed_generate(m, ids, img, 1).first);
-    auto [t, toks] = timed_generate(m, ids, img, new_tokens);
+    g1.push_back(timed_generate(m, ids, img, 1, d).first);
+    auto [t, toks] = timed_generate(m, ids, img, new_tokens, d);
     gn.push_back(t);
     tokens = toks;
   }
@@ -202,6 +220,42 @@ int main(int argc, char** argv) try {
     result["short_" + attn] = measure(*m, ids, img, a.new_tokens, a.repeats);
   }
   m->language_model().set_use_sdpa(true);
+
+  // The decoding modes side by side at --rows rows; a frozen cache's first step is a normal one
+  // (and, with graphs, the capture), so the per-step time comes from the n- minus 2-token runs.
+  json modes = json::object();
+  json growing;
+  for (const std::string mode : {"growing", "fixed", "graphs"}) {
+    if (("," + a.modes + ",").find("," + mode + ",") == std::string::npos) continue;
+    if (mode == "graphs" && !(dev.is_cuda() && infer::decode_graphs_available())) continue;
+    Decoding d;
+    d.rows = a.rows;
+    d.fixed_cache = mode == "fixed";
+    d.cuda_graphs = mode == "graphs";
+    std::cerr << "measuring decoding: " << mode << ", " << a.rows << " rows\n";
+    std::vector<double> two, n;
+    std::vector<int64_t> tokens;
+    timed_generate(*m, ids, img, 3, d);  // warm-up
+    for (int r = 0; r < a.repeats; ++r) {
+      two.push_back(timed_generate(*m, ids, img, 2, d).first);
+      auto [t, toks] = timed_generate(*m, ids, img, a.new_tokens, d);
+      n.push_back(t);
+      tokens = toks;
+    }
+    json j = {{"rows", a.rows},
+              {"new_tokens", a.new_tokens},
+              {"decode_ms_per_step", (median(n) - median(two)) / (a.new_tokens - 2) * 1e3},
+              {"generate_n_ms", median(n) * 1e3},
+              {"greedy_tokens", tokens}};
+    if (mode == "growing") {
+      growing = j;
+    } else if (!growing.is_null()) {
+      j["step_speedup_over_growing"] = growing["decode_ms_per_step"].get<double>() / j["decode_ms_per_step"].get<double>();
+      j["same_greedy_tokens_as_growing"] = tokens == growing["greedy_tokens"].get<std::vector<int64_t>>();
+    }
+    modes[mode] = j;
+  }
+  result["decoding_modes"] = modes;
 
   if (!a.dump.empty()) {
     fs::create_directories(a.dump);

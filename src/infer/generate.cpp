@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 
+#include "infer/decode_graph.h"
 #include "io/errors.h"
 
 namespace p2dpo::infer {
@@ -106,21 +108,42 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
   torch::Tensor all_mask = batch.mask;
   torch::Tensor step_ids = batch.ids, step_mask = batch.mask;
   bool first = true;
+  const bool graphs = cfg.cuda_graphs && cfg.use_cache && model.device().is_cuda();
+  const bool freeze = cfg.use_cache && (cfg.fixed_cache || graphs) && cfg.max_new_tokens > 1;
+  std::unique_ptr<DecodeGraph> graph;
   for (int step = 0; step < cfg.max_new_tokens; ++step) {
-    models::ForwardInput in;
-    in.logits_last_only = true;
-    if (cfg.use_cache) {
-      in.input_ids = step_ids;
-      in.attention_mask = step_mask;
-      in.cache = &cache;
-      if (first) in.image_features = batch.image_rows;
+    models::ForwardOutput out;
+    if (cache.is_fixed()) {
+      if (graph) {
+        out.logits = graph->step(step_ids);
+      } else {
+        models::ForwardInput in;
+        in.logits_last_only = true;
+        in.input_ids = step_ids.to(model.device());
+        in.cache = &cache;
+        out = model.forward(in);
+      }
     } else {
-      in.input_ids = all_ids;
-      in.attention_mask = all_mask;
-      in.image_features = batch.image_rows;
+      models::ForwardInput in;
+      in.logits_last_only = true;
+      if (cfg.use_cache) {
+        in.input_ids = step_ids;
+        in.attention_mask = step_mask;
+        in.cache = &cache;
+        if (first) in.image_features = batch.image_rows;
+      } else {
+        in.input_ids = all_ids;
+        in.attention_mask = all_mask;
+        in.image_features = batch.image_rows;
+      }
+      out = model.forward(in);
+      if (first && freeze) {
+        // Room for every token still to come; the prompt's forward above ran on the growing cache.
+        model.freeze_cache(cache, cache.length() + cfg.max_new_tokens);
+        if (graphs) graph = std::make_unique<DecodeGraph>(model, cache);
+      }
     }
     first = false;
-    auto out = model.forward(in);
     // Scores stay on the model's device (a GPU warps, combines and arg-maxes them itself); only the
     // chosen ids and their log-probs cross to the host, plus the probabilities of sampled rows,
     // which the per-sequence CPU generators draw from (same seeds, same draws on any device).

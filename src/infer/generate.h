@@ -24,6 +24,12 @@ struct SamplingConfig {
   bool stop_on_eos = true;
   std::vector<int64_t> eos_token_ids;  // empty = the model's
   bool use_cache = true;               // false recomputes the whole sequence each step (benchmarks)
+  // After the prompt's forward, freeze the cache to fixed shapes (VisionLanguageModel::freeze_cache):
+  // the same tokens, to float rounding, with every step's shapes and addresses constant.
+  bool fixed_cache = false;
+  // On a CUDA model, replay each step of a frozen cache as one CUDA graph (infer/decode_graph.h);
+  // implies fixed_cache there. Ignored on the CPU.
+  bool cuda_graphs = false;
   bool greedy() const { return temperature <= 0.0; }
 };
 

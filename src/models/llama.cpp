@@ -201,6 +201,11 @@ torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Te
                                     KVCache* cache, AttentionCapture* capture,
                                     std::vector<torch::Tensor>* hidden_states,
                                     std::vector<torch::Tensor>* attentions) const {
+  if (cache && cache->is_fixed()) {
+    TORCH_CHECK(!attention_mask.defined() && !capture && !hidden_states && !attentions,
+                "a frozen cache takes token ids only (no mask, capture or hidden states)");
+    return forward_fixed(embeds, *cache);
+  }
   const int64_t B = embeds.size(0), L = embeds.size(1);
   const int64_t past = cache ? cache->length() : 0;
   const auto dev = embeds.device();
@@ -294,6 +299,62 @@ torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Te
   return h;
 }
 
+void LlamaDecoder::freeze_cache(KVCache& cache, int64_t capacity) const {
+  TORCH_CHECK(!cache.is_fixed(), "the cache is frozen already");
+  const int64_t T = cache.length();
+  TORCH_CHECK(T > 0 && cache.keys.size() == layers_.size(), "freeze_cache needs a cache the prompt has filled");
+  TORCH_CHECK(capacity > T, "a frozen cache needs room for new tokens (capacity ", capacity, " <= length ", T, ")");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor first = cache.keys[0];
+  const int64_t B = first.size(0);
+  const auto dtype = first.scalar_type();
+  auto state = std::make_shared<FixedDecodeState>();
+  state->capacity = capacity;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    for (auto [valid, buffer] : {std::pair<torch::Tensor*, torch::Tensor*>{&cache.keys[i], &cache.key_buffers[i]},
+                                 {&cache.values[i], &cache.value_buffers[i]}}) {
+      // Zeros, not empty: masked columns get exactly zero weight, and 0 * NaN would still be NaN.
+      auto fixed = torch::zeros({B, valid->size(1), capacity, valid->size(3)}, valid->options());
+      fixed.narrow(2, 0, T).copy_(*valid);
+      *buffer = fixed;
+      *valid = torch::Tensor();
+    }
+  }
+  const auto long_opts = torch::TensorOptions().dtype(torch::kLong).device(first.device());
+  const torch::Tensor mask = cache.attention_mask.defined() ? cache.attention_mask.to(long_opts) : torch::ones({B, T}, long_opts);
+  state->key_mask = torch::full({B, 1, 1, capacity}, dtype_min(dtype), first.options());
+  state->key_mask.narrow(3, 0, T).masked_fill_((mask == 1).view({B, 1, 1, T}), 0.0);
+  // The next token's position is cumsum(mask) - 1 at its column, i.e. the real tokens so far.
+  state->positions = mask.sum(1, /*keepdim=*/true);
+  state->write_index = torch::full({1}, T, long_opts);
+  cache.attention_mask = torch::Tensor();
+  cache.has_padding = false;
+  cache.fixed = state;
+}
+
+torch::Tensor LlamaDecoder::forward_fixed(const torch::Tensor& embeds, KVCache& cache) const {
+  TORCH_CHECK(embeds.size(1) == 1, "a frozen cache takes one token per row, got ", embeds.size(1));
+  TORCH_CHECK(!torch::GradMode::is_enabled(), "a frozen cache is for inference (no autograd)");
+  FixedDecodeState& state = *cache.fixed;
+  const auto dtype = embeds.scalar_type();
+  // The fed token is a real key for every row (finished rows step on padding, as HF's generate).
+  state.key_mask.index_fill_(3, state.write_index, 0.0);
+  auto freqs = state.positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
+  auto emb = torch::cat({freqs, freqs}, -1);
+  auto cos = emb.cos().to(dtype).unsqueeze(1);  // [B, 1, 1, d]
+  auto sin = emb.sin().to(dtype).unsqueeze(1);
+  torch::Tensor h = embeds;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const auto& l = layers_[i];
+    h = h + attention(static_cast<int>(i), l, l.input_layernorm(h), cos, sin, state.key_mask, &cache, nullptr, nullptr);
+    auto x = l.post_attention_layernorm(h);
+    h = h + l.down_proj(activation(cfg_.hidden_act, l.gate_proj(x)) * l.up_proj(x));
+  }
+  state.write_index.add_(1);
+  state.positions.add_(1);
+  return norm_(h);
+}
+
 torch::Tensor LlamaDecoder::attention(int layer_index, const LlamaLayer& l, const torch::Tensor& x,
                                       const torch::Tensor& cos, const torch::Tensor& sin,
                                       const torch::Tensor& mask, KVCache* cache,
@@ -306,7 +367,15 @@ torch::Tensor LlamaDecoder::attention(int layer_index, const LlamaLayer& l, cons
   auto v = l.v_proj(x).view({B, L, nkv, d}).transpose(1, 2);
   q = q * cos + rotate_half(q) * sin;
   k = k * cos + rotate_half(k) * sin;
-  if (cache) {
+  if (cache && cache->is_fixed()) {
+    // Write this step's column in place (the index lives on the device: no host arithmetic, the
+    // same kernels every step) and attend over the whole buffer through the key mask.
+    const auto& column = cache->fixed->write_index;
+    cache->key_buffers[layer_index].index_copy_(2, column, k);
+    cache->value_buffers[layer_index].index_copy_(2, column, v);
+    k = cache->key_buffers[layer_index];
+    v = cache->value_buffers[layer_index];
+  } else if (cache) {
     auto& ck = cache->keys[layer_index];
     auto& cv = cache->values[layer_index];
     if (torch::GradMode::is_enabled()) {

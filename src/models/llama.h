@@ -36,6 +36,8 @@ class LlamaDecoder {
                         std::vector<torch::Tensor>* hidden_states = nullptr,
                         std::vector<torch::Tensor>* attentions = nullptr) const;
   torch::Tensor lm_head(const torch::Tensor& hidden) const;
+  // VisionLanguageModel::freeze_cache for this decoder's cache layout (see vlm.h).
+  void freeze_cache(KVCache& cache, int64_t capacity) const;
 
   const io::LlamaConfig& config() const { return cfg_; }
   std::vector<LlamaLayer>& layers() { return layers_; }
@@ -59,6 +61,8 @@ class LlamaDecoder {
                                           const torch::Tensor& sin, const torch::Tensor& mask) const;
 
  private:
+  // One token per row through a frozen cache: fixed shapes, state advanced in place (vlm.h).
+  torch::Tensor forward_fixed(const torch::Tensor& embeds, KVCache& cache) const;
   torch::Tensor attention(int layer_index, const LlamaLayer& l, const torch::Tensor& x,
                           const torch::Tensor& cos, const torch::Tensor& sin,
                           const torch::Tensor& mask, KVCache* cache, AttentionCapture* capture,

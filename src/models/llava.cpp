@@ -182,9 +182,12 @@ torch::Tensor LlavaModel::merged_embeddings(const torch::Tensor& ids, const torc
 }
 
 ForwardOutput LlavaModel::forward(const ForwardInput& in) {
-  torch::Tensor embeds = in.inputs_embeds.defined()
-                             ? in.inputs_embeds
-                             : merged_embeddings(in.input_ids, in.image_features);
+  const bool fixed = in.cache && in.cache->is_fixed();
+  TORCH_CHECK(!fixed || !in.image_features.defined(), "a frozen cache takes no image features");
+  // A frozen cache's step counts no image slots: that would read the device ids back to the host.
+  torch::Tensor embeds = in.inputs_embeds.defined() ? in.inputs_embeds
+                         : fixed                    ? lm_->embed(in.input_ids)
+                                                    : merged_embeddings(in.input_ids, in.image_features);
   ForwardOutput out;
   out.hidden = lm_->forward(embeds, in.attention_mask, in.cache, in.capture);
   auto h = in.logits_last_only ? out.hidden.slice(1, out.hidden.size(1) - 1) : out.hidden;

@@ -39,6 +39,7 @@ class LlavaModel : public VisionLanguageModel {
   std::string decode(const std::vector<int64_t>& ids) const override;
   ForwardOutput forward(const ForwardInput& in) override;
   KVCache new_cache() const override { return {}; }
+  void freeze_cache(KVCache& cache, int64_t capacity) const override { lm_->freeze_cache(cache, capacity); }
   std::map<std::string, torch::Tensor> named_parameters() override;
   std::vector<NamedLinear> linear_layers() override;
   void set_activation_recomputation(bool on) override { lm_->set_recompute_layers(on); }

@@ -23,6 +23,17 @@ struct NamedLinear {
   Part part = Part::kLanguageModel;
 };
 
+// The fixed-shape form of a cache (VisionLanguageModel::freeze_cache): every tensor a decoding
+// step reads or writes has the same shape and address at every step, and the step advances this
+// state itself, in place on the device. Such a step can be captured once as a CUDA graph and
+// replayed (infer/decode_graph.h), which removes the host's per-kernel launch cost.
+struct FixedDecodeState {
+  int64_t capacity = 0;       // cache columns; a step attends to all of them through key_mask
+  torch::Tensor write_index;  // [1] int64: the column this step's keys and values go to
+  torch::Tensor positions;    // [B, 1] int64: each row's position (RoPE) for the token being fed
+  torch::Tensor key_mask;     // [B, 1, 1, capacity] model dtype: 0 = attend, the dtype's min = masked
+};
+
 // Per-layer key/value cache. Keys are stored after RoPE, before any GQA repeat: [B, n_kv, T, d].
 struct KVCache {
   std::vector<torch::Tensor> keys, values;  // the valid part: views into the buffers below
@@ -31,6 +42,10 @@ struct KVCache {
   std::vector<torch::Tensor> key_buffers, value_buffers;
   torch::Tensor attention_mask;  // [B, T] int64, 1 = real token, 0 = padding; grows with the cache
   bool has_padding = false;      // any 0 in attention_mask, tracked on the host (no device sync per step)
+  // Set once frozen: keys/values then live in key_buffers/value_buffers [B, n_kv, capacity, d] and
+  // `keys`, `values` and `attention_mask` are no longer kept up to date.
+  std::shared_ptr<FixedDecodeState> fixed;
+  bool is_fixed() const { return fixed != nullptr; }
   int64_t length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
 };
 
@@ -111,6 +126,12 @@ class VisionLanguageModel {
 
   virtual ForwardOutput forward(const ForwardInput& in) = 0;
   virtual KVCache new_cache() const = 0;
+  // Turns a filled cache (after the prompt's forward, no autograd) into its fixed-shape form with
+  // room for `capacity` columns in all. Later forwards with this cache take one token per row
+  // ([B, 1] input_ids on the model's device, no attention_mask, no image features), allocate
+  // nothing that depends on the step and never read the device from the host. Their logits
+  // equal those of the growing cache to float rounding (masked columns get exactly zero weight).
+  virtual void freeze_cache(KVCache& cache, int64_t capacity) const = 0;
 
   // All parameters by canonical (HF legacy-layout) name, for LoRA, freezing and checkpointing.
   virtual std::map<std::string, torch::Tensor> named_parameters() = 0;

@@ -57,6 +57,7 @@ json PairsConfig::to_json() const {
   j["max_length"] = max_length;
   j["min_new_tokens"] = min_new_tokens;
   j["reference_batch"] = reference_batch;
+  j["decoding"] = {{"fixed_cache", decoding.fixed_cache}, {"cuda_graphs", decoding.cuda_graphs}};
   return j;
 }
 
@@ -209,6 +210,9 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
   c.max_length = j.at("max_length");
   c.min_new_tokens = j.value("min_new_tokens", 0);  // absent from configs written before it
   c.reference_batch = j.value("reference_batch", 0);
+  const json decoding = j.value("decoding", json::object());  // absent from configs written before it
+  c.decoding.fixed_cache = decoding.value("fixed_cache", false);
+  c.decoding.cuda_graphs = decoding.value("cuda_graphs", false);
 
   // Values that parse but mean nothing.
   auto one_of = [&](const std::string& key, const std::string& v, std::initializer_list<const char*> allowed) {

@@ -38,6 +38,13 @@ struct AttentionConfig {
   int batch = 1;
 };
 
+// How the generations decode; the records are the same to float rounding either way, so a run may
+// resume with other values.
+struct DecodingConfig {
+  bool fixed_cache = false;  // freeze each batch's KV cache after its prompt (infer::SamplingConfig)
+  bool cuda_graphs = false;  // on CUDA, replay each decoding step as one CUDA graph (implies fixed_cache)
+};
+
 struct CropConfig {
   double base_width = 0, base_height = 0;  // 0: the model's vision input side, in original pixels
   std::vector<double> ratios = {1.0, 1.2, 1.4, 1.6, 1.8, 2.0};
@@ -98,6 +105,7 @@ struct PairsConfig {
                             // bound the memory of the shared prefixes' keys and values (7B: 1-2)
   int min_new_tokens = 0;  // every generation runs at least this many tokens (HF min_new_tokens); benchmarks
                           // set it to the max_new_tokens for fixed lengths
+  DecodingConfig decoding;
 
   nlohmann::json to_json() const;
 };

@@ -368,6 +368,8 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   infer::SamplingConfig focus_cfg;  // greedy unless focus.temperature > 0
   focus_cfg.max_new_tokens = cfg.focus.max_new_tokens;
   focus_cfg.min_new_tokens = cfg.min_new_tokens;
+  focus_cfg.fixed_cache = cfg.decoding.fixed_cache;
+  focus_cfg.cuda_graphs = cfg.decoding.cuda_graphs;
   focus_cfg.temperature = cfg.focus.temperature;
   focus_cfg.top_p = cfg.focus.top_p;
   const auto focus = infer::generate(model, focus_req, focus_cfg);
@@ -403,6 +405,8 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   loser_cfg.top_p = cfg.robust.loser_top_p;
   loser_cfg.max_new_tokens = cfg.robust.loser_max_new_tokens;
   loser_cfg.min_new_tokens = cfg.min_new_tokens;
+  loser_cfg.fixed_cache = cfg.decoding.fixed_cache;
+  loser_cfg.cuda_graphs = cfg.decoding.cuda_graphs;
   const auto losers = infer::generate(model, loser_req, loser_cfg);
   clock.lap("robust_loser_generation");
   infer::SamplingConfig ca_cfg;
@@ -410,6 +414,8 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   ca_cfg.top_p = cfg.robust.top_p;
   ca_cfg.max_new_tokens = cfg.robust.max_new_tokens;
   ca_cfg.min_new_tokens = cfg.min_new_tokens;
+  ca_cfg.fixed_cache = cfg.decoding.fixed_cache;
+  ca_cfg.cuda_graphs = cfg.decoding.cuda_graphs;
   ContrastiveConfig cac;
   cac.lambda = cfg.robust.lambda;
   cac.beta = cfg.robust.beta;
@@ -596,6 +602,8 @@ PairsRunSummary generate_pairs(models::VisionLanguageModel& model, const ClipSco
     json old_config = PairsConfig{}.to_json();
     old_config.merge_patch(old.value("config", json::object()));
     old["config"] = old_config;
+    // How decoding runs changes no record beyond float rounding: a run may resume with other settings.
+    old["config"]["decoding"] = manifest["config"]["decoding"];
     for (const char* key : {"data", "samples", "world_size", "batch_size", "config"}) {
       if (old.value(key, json()) != manifest[key])
         throw InputError(manifest_path, std::string("field '") + key + "' differs from this run's (" +

@@ -245,6 +245,71 @@ TEST_F(TinyLlava, CacheGrowingPastItsBufferMatchesRecomputation) {
   EXPECT_EQ(batched[1].token_ids, infer::generate(*model_, {shorter}, cfg)[0].token_ids);
 }
 
+TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
+  // Freezing the cache after the prompt (fixed shapes; write column, positions and key mask on the
+  // device) and, on a CUDA device, replaying each step as one CUDA graph give the growing cache's
+  // tokens, with left padding in the batch; log-probs agree to float rounding (a frozen step
+  // attends over the whole buffer, its unused columns masked to exactly zero weight).
+  torch::NoGradGuard ng;
+  infer::SamplingConfig cfg;
+  cfg.max_new_tokens = 40;
+  cfg.stop_on_eos = false;
+  infer::GenerationRequest req{ids_, model_->encode_images(images_), std::nullopt};
+  infer::GenerationRequest shorter{std::vector<int64_t>(ids_.begin(), ids_.end() - 3), req.image_features, std::nullopt};
+  auto compare = [](const std::vector<infer::GenerationResult>& a, const std::vector<infer::GenerationResult>& b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t r = 0; r < a.size(); ++r) {
+      EXPECT_EQ(a[r].token_ids, b[r].token_ids) << "row " << r;
+      ASSERT_EQ(a[r].logprobs.size(), b[r].logprobs.size());
+      for (size_t i = 0; i < a[r].logprobs.size(); ++i) EXPECT_NEAR(a[r].logprobs[i], b[r].logprobs[i], 1e-4) << r << " " << i;
+    }
+  };
+  const auto growing = infer::generate(*model_, {req, shorter}, cfg);
+  ASSERT_EQ(growing[0].token_ids.size(), 40u);
+  for (bool graphs : {false, true}) {
+    SCOPED_TRACE(graphs ? "cuda_graphs (a frozen cache alone on the CPU)" : "fixed_cache");
+    auto c = cfg;
+    c.fixed_cache = !graphs;
+    c.cuda_graphs = graphs;
+    compare(growing, infer::generate(*model_, {req, shorter}, c));
+  }
+
+  // Sampling draws the same tokens (the host generators see the same probabilities).
+  auto sampled = cfg;
+  sampled.temperature = 1.0;
+  sampled.top_k = 20;
+  sampled.seed = 11;
+  auto sampled_fixed = sampled;
+  sampled_fixed.fixed_cache = true;
+  compare(infer::generate(*model_, {req, shorter}, sampled), infer::generate(*model_, {req, shorter}, sampled_fixed));
+
+  // Two contexts per sequence (contrastive decoding) step through one frozen cache.
+  auto dark = images_[0];
+  dark.pixel_values = torch::zeros_like(dark.pixel_values);
+  infer::GenerationRequest amateur{ids_, model_->encode_images({dark}), std::nullopt};
+  auto combine = [](const torch::Tensor& l) { return 1.5 * l.select(1, 0) - 0.5 * l.select(1, 1); };
+  auto cd_fixed = cfg;
+  cd_fixed.cuda_graphs = true;
+  cd_fixed.fixed_cache = true;
+  compare(infer::generate_multi_context(*model_, {{req, amateur}}, combine, cfg),
+          infer::generate_multi_context(*model_, {{req, amateur}}, combine, cd_fixed));
+
+  // A frozen cache takes one token per row, and freezes once.
+  models::KVCache cache = model_->new_cache();
+  models::ForwardInput prompt;
+  prompt.input_ids = torch::tensor(ids_, torch::kLong).view({1, -1});
+  prompt.image_features = req.image_features;
+  prompt.cache = &cache;
+  model_->forward(prompt);
+  EXPECT_THROW(model_->freeze_cache(cache, cache.length()), c10::Error);  // no room
+  model_->freeze_cache(cache, cache.length() + 4);
+  EXPECT_THROW(model_->freeze_cache(cache, 100), c10::Error);
+  models::ForwardInput two;
+  two.input_ids = torch::ones({1, 2}, torch::kLong).to(model_->device());
+  two.cache = &cache;
+  EXPECT_THROW(model_->forward(two), c10::Error);
+}
+
 }  // namespace
 
 namespace {

@@ -307,6 +307,23 @@ TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
       for (const char* k : {"bbox", "focus", "robust", "reference"}) EXPECT_EQ(plain[i][k], with[i][k]) << i << " " << k;
   }
 
+  // Decoding through frozen caches (decoding.fixed_cache; cuda_graphs on a GPU) gives the same
+  // answers, and a run may resume with other decoding settings (they change no record).
+  auto frozen = cfg;
+  frozen.decoding.fixed_cache = true;
+  const std::string fz = test::scratch_dir("pairs_fixed_cache");
+  generate_pairs(*model, nullptr, frozen, tiny_options(fz, 4));
+  {
+    const auto plain = io::read_jsonl_file(whole + "/pairs.jsonl"), with = io::read_jsonl_file(fz + "/pairs.jsonl");
+    ASSERT_EQ(plain.size(), with.size());
+    for (size_t i = 0; i < plain.size(); ++i)
+      for (const char* pair : {"focus", "robust"})
+        for (const char* k : {"chosen", "rejected"}) EXPECT_EQ(plain[i][pair][k], with[i][pair][k]) << i << " " << pair << " " << k;
+  }
+  auto graphs = cfg;
+  graphs.decoding.cuda_graphs = true;
+  EXPECT_EQ(generate_pairs(*model, nullptr, graphs, tiny_options(whole, 4)).already_done, 4);
+
   auto per_sample = cfg;
   per_sample.reference_batch = 1;
   generate_pairs(*model, nullptr, per_sample, tiny_options(single, 4));
