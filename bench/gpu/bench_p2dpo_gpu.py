@@ -7,14 +7,22 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            32k-piece tokenizer of bench/gpu/tokenizer-32k), a random CLIP ViT-L/14-336 CLIPModel for
            CLIPScore, and a small fp32 LLaVA (7B widths, 2 layers) for exact checks; N synthetic
            640x480 images with open-ended questions.
+  decode   bench_decode on the 7B at 16 rows: ms per decoding step with the growing KV cache, a
+           frozen one and CUDA graphs over it (same process), and whether their greedy tokens agree.
   pairs    `p2dpo pairs` on the 7B (bench/gpu/pairs-bench.yaml: every answer 64 tokens), with its time
-           by stage; pairs_attn8 the same with the batch's attention maps in one forward.
+           by stage and an op profile of its second batch (`--profile`: host ops and GPU busy share
+           per stage); pairs_attn8 the same with the batch's attention maps in one forward;
+           pairs_fast with those and CUDA-graph decoding (bench/gpu/pairs-bench-fast.yaml).
   peft     a p2dpo adapter trained on the small model, loaded by `PeftModel.from_pretrained`:
            PEFT's log-probs vs p2dpo's (`score --adapter`), and `p2dpo merge` loaded by HF vs
            PEFT's merge_and_unload.
   train    `p2dpo train` on the 7B (bench/gpu/train-bench.yaml) against HF + PEFT with the same
-           loss, batch and lengths (hf_p2dpo.py train): step time and peak GPU memory of each.
-  hf_pairs the same pair-generation steps with HF transformers (hf_p2dpo.py pairs).
+           loss, batch and lengths (hf_p2dpo.py train): step time and peak GPU memory of each, and
+           an op profile of p2dpo's step 2; train_mb4 p2dpo with four pairs per forward and layer
+           recomputation (bench/gpu/train-bench-mb4.yaml).
+  hf_pairs the same pair-generation steps with HF transformers (hf_p2dpo.py pairs), with a
+           torch.profiler summary of its second batch by stage.
+Profile summaries go to profiles.json beside --out (one file: the device tool returns few files).
   ddp      `torchrun --no-python --nproc-per-node 2 p2dpo train` on the small model (two ranks on one
            GPU, c10d Gloo over host copies) against one process with the same effective batch.
 Peak GPU memory of each process is sampled with nvidia-smi (CUDA context and allocator cache
@@ -140,9 +148,10 @@ def main():
     ap.add_argument("--out", required=True, help="results JSON")
     ap.add_argument("--work", default="/tmp/p2dpo_gpu_p2dpo")
     ap.add_argument("--samples", type=int, default=24)
-    ap.add_argument("--train-steps", type=int, default=4)
+    ap.add_argument("--train-steps", type=int, default=5)
     ap.add_argument("--budget-s", type=float, default=480, help="skip stages that would start after this")
-    ap.add_argument("--stages", default="models,pairs,pairs_attn8,peft,train,hf_pairs,ddp")
+    ap.add_argument("--bench-decode", help="the CUDA build's bench_decode binary (decode stage)")
+    ap.add_argument("--stages", default="models,decode,pairs,pairs_fast,train,train_mb4,hf_pairs")
     args = ap.parse_args()
     T0 = time.time()
     os.makedirs(args.work, exist_ok=True)
@@ -156,9 +165,22 @@ def main():
     res = {"command": " ".join(sys.argv), "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
            "transformers": transformers.__version__, "peft": peft_version, "stages": {}}
 
+    profiles = {}
+    profiles_path = os.path.join(os.path.dirname(os.path.abspath(args.out)), "profiles.json")
+
     def save():
         json.dump(res, open(args.out + ".tmp", "w"), indent=2)
         os.replace(args.out + ".tmp", args.out)
+        if profiles:
+            json.dump(profiles, open(profiles_path + ".tmp", "w"), indent=1)
+            os.replace(profiles_path + ".tmp", profiles_path)
+
+    def keep_profile(name, folder):
+        # The summaries only: a trace of a 7B batch is far larger than the device tool returns.
+        if os.path.isdir(folder):
+            for f in sorted(os.listdir(folder)):
+                if f.endswith(".summary.json"):
+                    profiles[f"{name}/{f[:-len('.summary.json')]}"] = json.load(open(os.path.join(folder, f)))
 
     W = args.work
     M7, CLIP, SMALL = (os.path.join(W, d) for d in ("llava-1.5-7b-random", "clip-vit-l-336-random", "llava-small-fp32"))
@@ -199,14 +221,30 @@ def main():
         state["data"], state["images"] = make_data(W, args.samples, 0)
         return {"make_7b_s": t7, "files_7b": sorted(os.listdir(M7)), "samples": args.samples}
 
-    def run_pairs(config, out):
+    def run_pairs(config, out, profile=None):
         return run([p2, "pairs", "--model", M7, "--clip", CLIP, "--config", os.path.join(HERE, config), "--data",
                     state["data"], "--images", state["images"], "--out", out, "--device", "cuda", "--dtype",
-                    "bfloat16", "--json", "--quiet"])
+                    "bfloat16", "--json", "--quiet"] + (["--profile", profile] if profile else []))
+
+    def decode():
+        if not args.bench_decode:
+            return {"skipped": "no --bench-decode binary"}
+        out = os.path.join(W, "decode.json")
+        rc, so, secs, peak = run([args.bench_decode, "--model", M7, "--device", "cuda", "--dtype", "bf16",
+                                  "--new-tokens", "32", "--repeats", "2", "--long-context", "0", "--rows", "16",
+                                  "--modes", "growing,fixed,graphs", "--out", out])
+        r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
+        if rc == 0:
+            d = json.load(open(out))
+            r["decoding_modes"] = {k: {kk: vv for kk, vv in v.items() if kk != "greedy_tokens"}
+                                   for k, v in d["decoding_modes"].items()}
+            r["batch1_sdpa_decode_ms"] = d.get("short_sdpa", {}).get("decode_ms_per_token")
+        return r
 
     def pairs():
         out = os.path.join(W, "ours-pairs")
-        rc, so, secs, peak = run_pairs("pairs-bench.yaml", out)
+        rc, so, secs, peak = run_pairs("pairs-bench.yaml", out, profile=os.path.join(W, "profile-pairs"))
+        keep_profile("pairs", os.path.join(W, "profile-pairs"))
         r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
         if rc == 0:
             j = last_json(so)
@@ -226,6 +264,23 @@ def main():
             a = [json.loads(l) for l in open(os.path.join(state["pairs"], "pairs.jsonl"))]
             b = [json.loads(l) for l in open(os.path.join(out, "pairs.jsonl"))]
             r["same_bbox_as_pairs_stage"] = sum(x["bbox"] == y["bbox"] for x, y in zip(a, b))
+        return r
+
+    def pairs_fast():
+        out = os.path.join(W, "ours-pairs-fast")
+        rc, so, secs, peak = run_pairs("pairs-bench-fast.yaml", out, profile=os.path.join(W, "profile-pairs-fast"))
+        keep_profile("pairs_fast", os.path.join(W, "profile-pairs-fast"))
+        r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
+        if rc == 0:
+            r["run"] = last_json(so).get("run")
+            if state.get("pairs"):
+                a = [json.loads(l) for l in open(os.path.join(state["pairs"], "pairs.jsonl"))]
+                b = [json.loads(l) for l in open(os.path.join(out, "pairs.jsonl"))]
+                r["same_bbox_as_pairs_stage"] = sum(x["bbox"] == y["bbox"] for x, y in zip(a, b))
+                r["same_focus_texts_as_pairs_stage"] = sum(x["focus"] == y["focus"] for x, y in zip(a, b))
+                base = (res["stages"].get("pairs", {}).get("run") or {}).get("pairs_per_hour")
+                if base and (r["run"] or {}).get("pairs_per_hour"):
+                    r["speedup_over_pairs_stage"] = r["run"]["pairs_per_hour"] / base
         return r
 
     def peft_check():
@@ -261,12 +316,12 @@ def main():
         r["adapter_config"] = json.load(open(os.path.join(adapter, "adapter_config.json")))
         return r
 
-    def train():
-        out = os.path.join(W, "ours-train")
-        rc, so, secs, peak = run([p2, "train", "--config", os.path.join(HERE, "train-bench.yaml"), "--model", M7,
+    def ours_train(config, out, profile):
+        rc, so, secs, peak = run([p2, "train", "--config", os.path.join(HERE, config), "--model", M7,
                                   "--pairs", state["pairs"], "--out", out, "--device", "cuda", "--json", "--quiet",
-                                  "--max-steps", str(args.train_steps)])
-        ours = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
+                                  "--max-steps", str(args.train_steps), "--profile", profile, "--profile-step", "2"])
+        ours = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak,
+                "note": "step 2 is profiled (its time includes the profiler's overhead)"}
         if rc == 0:
             m = [json.loads(l) for l in open(os.path.join(out, "metrics.jsonl")) if l.strip()]
             el = [x["elapsed_s"] for x in m]
@@ -274,6 +329,16 @@ def main():
             ours["loss"] = [x["loss"] for x in m]
             ours["tokens_per_step"] = [x["tokens"] for x in m]
             ours["phase_seconds"] = [{k: v for k, v in x.items() if k.startswith("time/")} for x in m]
+        return ours
+
+    def steady_median(v):  # steps 3.. (step 1 warms up, step 2 is profiled)
+        rest = v[2:] or v[1:] or v
+        return sorted(rest)[len(rest) // 2]
+
+    def train():
+        out = os.path.join(W, "ours-train")
+        ours = ours_train("train-bench.yaml", out, os.path.join(W, "profile-train"))
+        keep_profile("train", os.path.join(W, "profile-train"))
         rc, so, secs, peak = run(hf + ["train", "--model", M7, "--pairs", state["pairs"], "--images", state["images"],
                                        "--ours-run", out, "--steps", str(args.train_steps), "--out",
                                        os.path.join(W, "hf-train.json")])
@@ -283,20 +348,32 @@ def main():
         r = {"ours": ours, "hf_peft": hfr}
         if ours.get("step_seconds") and hfr.get("step_seconds"):
             med = lambda v: sorted(v[1:] or v)[len(v[1:] or v) // 2]  # the first step warms up
-            r["summary"] = {"ours_step_s": med(ours["step_seconds"]), "hf_peft_step_s": med(hfr["step_seconds"]),
-                            "step_rate_ratio": med(hfr["step_seconds"]) / med(ours["step_seconds"]),
+            r["summary"] = {"ours_step_s": steady_median(ours["step_seconds"]), "hf_peft_step_s": med(hfr["step_seconds"]),
+                            "step_rate_ratio": med(hfr["step_seconds"]) / steady_median(ours["step_seconds"]),
                             "ours_peak_gpu_mib": peak_or(ours), "hf_peft_peak_gpu_mib": peak_or(hfr)}
         return r
+
+    def train_mb4():
+        ours = ours_train("train-bench-mb4.yaml", os.path.join(W, "ours-train-mb4"), os.path.join(W, "profile-train-mb4"))
+        keep_profile("train_mb4", os.path.join(W, "profile-train-mb4"))
+        hf_step = ((res["stages"].get("train") or {}).get("summary") or {}).get("hf_peft_step_s")
+        if ours.get("step_seconds") and hf_step:
+            ours["summary"] = {"ours_step_s": steady_median(ours["step_seconds"]), "hf_peft_step_s_from_train_stage": hf_step,
+                               "step_rate_ratio": hf_step / steady_median(ours["step_seconds"])}
+        return ours
 
     def peak_or(d):
         return d.get("peak_gpu_mib_process")
 
     def hf_pairs():
         ours = res["stages"].get("pairs", {})
+        hf_profile = os.path.join(W, "hf-pairs-profile.json")
         rc, so, secs, peak = run(hf + ["pairs", "--model", M7, "--clip", CLIP, "--data", state["data"], "--images",
                                        state["images"], "--prompts-from", os.path.join(state["pairs"], "pairs.jsonl"),
                                        "--config", os.path.join(state["pairs"], "config.json"), "--out",
-                                       os.path.join(W, "hf-pairs.json")])
+                                       os.path.join(W, "hf-pairs.json"), "--profile-json", hf_profile])
+        if os.path.exists(hf_profile):
+            profiles["hf_pairs"] = json.load(open(hf_profile))
         r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
         if rc == 0:
             r.update(json.load(open(os.path.join(W, "hf-pairs.json"))))
@@ -306,6 +383,30 @@ def main():
                                 "speedup": o["pairs_per_hour"] / r["pairs_per_hour"],
                                 "ours_peak_gpu_mib": ours.get("peak_gpu_mib_process"), "hf_peak_gpu_mib": peak,
                                 "hours_for_5700_prompts_ours": 5700 / o["pairs_per_hour"]}
+                # Both sides profile their second batch (p2dpo --profile, HF torch.profiler): the
+                # rates without it are the ones to compare; with it they carry the profilers' costs.
+                def unprofiled_rate(batch_seconds, n, bsize):
+                    if not batch_seconds or len(batch_seconds) < 2:
+                        return None
+                    rest = [t for i, t in enumerate(batch_seconds) if i != 1]
+                    pairs_rest = n - min(bsize, n - bsize)
+                    return 3600 * pairs_rest / sum(rest)
+                n, bsize = r.get("samples", 0), r.get("batch_size", 8)
+                ours_u = unprofiled_rate(o.get("batch_seconds"), n, bsize)
+                hf_u = unprofiled_rate(r.get("batch_seconds"), n, bsize)
+                if ours_u and hf_u:
+                    r["summary"].update({"ours_pairs_per_hour_unprofiled": ours_u, "hf_pairs_per_hour_unprofiled": hf_u,
+                                         "speedup_unprofiled": ours_u / hf_u})
+                fast_run = res["stages"].get("pairs_fast", {}).get("run") or {}
+                fast_u = unprofiled_rate(fast_run.get("batch_seconds"), n, bsize)
+                if fast_u and hf_u:
+                    r["summary"]["ours_fast_pairs_per_hour_unprofiled"] = fast_u
+                    r["summary"]["speedup_fast_unprofiled"] = fast_u / hf_u
+                fast = fast_run.get("pairs_per_hour")
+                if fast:
+                    r["summary"]["ours_fast_pairs_per_hour"] = fast
+                    r["summary"]["speedup_fast"] = fast / r["pairs_per_hour"]
+                    r["summary"]["ours_fast_peak_gpu_mib"] = res["stages"]["pairs_fast"].get("peak_gpu_mib_process")
         return r
 
     def ddp():
@@ -331,12 +432,16 @@ def main():
             r["loss_two_processes"] = [x["loss"] for x in m2]
         return r
 
+    # In order of what the open targets need most, so a short budget cuts the least needed.
     stage("models", models, min_left=60)
     stage("pairs", pairs, min_left=60)
+    stage("pairs_fast", pairs_fast, min_left=60)
     stage("pairs_attn8", pairs_attn8, min_left=70)
-    stage("peft", peft_check, min_left=40)
-    stage("train", train, min_left=90)
     stage("hf_pairs", hf_pairs, min_left=60)
+    stage("train", train, min_left=90)
+    stage("train_mb4", train_mb4, min_left=50)
+    stage("decode", decode, min_left=50)
+    stage("peft", peft_check, min_left=40)
     stage("ddp", ddp, min_left=30)
     res["total_seconds"] = time.time() - T0
     save()

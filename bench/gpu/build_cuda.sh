@@ -18,5 +18,5 @@ cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DP2DPO_STAGE_TESTS
   -DPCRE2_INCLUDE=$DEPS/include -DPCRE2_LIB=$ARCH/libpcre2-8.a \
   -DPNG_PNG_INCLUDE_DIR=$DEPS/include -DPNG_LIBRARY=$ARCH/libpng16.a \
   -DJPEG_INCLUDE_DIR=$DEPS/include -DJPEG_LIBRARY=$ARCH/libjpeg.a \
-  -DZLIB_INCLUDE_DIR=$DEPS/include -DZLIB_LIBRARY=$ARCH/libz.a || exit 1
+  -DZLIB_INCLUDE_DIR=$DEPS/include -DZLIB_LIBRARY=$ARCH/libz.a ${P2DPO_CMAKE_EXTRA:-} || exit 1
 ninja -C build-cuda -j16 "$@"

@@ -285,6 +285,33 @@ def answer_logprob_sums(model, seqs, px_list, pad, dtype, grad=False):
 # Pairs
 
 
+def write_profile_summary(prof, path, batch):
+    """Per stage, what p2dpo's op profile reports (models/op_profile.h): wall time, top-level ATen
+    ops the host dispatched, kernels launched and their GPU time; plus the top ops by self CPU time."""
+    def device_us(e):
+        return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+
+    def kernels(e):
+        return len(getattr(e, "kernels", []) or []) + sum(kernels(c) for c in e.cpu_children)
+
+    stages = {}
+    for e in prof.events():
+        if e.name.startswith("stage:") and e.cpu_parent is None:
+            st = stages.setdefault(e.name[len("stage:"):], {"wall_s": 0.0, "host_ops": 0, "device_s": 0.0, "kernels": 0})
+            st["wall_s"] += e.cpu_time_total / 1e6
+            st["host_ops"] += sum(1 for c in e.cpu_children if c.name.startswith("aten::"))
+            st["device_s"] += device_us(e) / 1e6
+            st["kernels"] += kernels(e)
+    for st in stages.values():
+        st["device_busy_share"] = st["device_s"] / st["wall_s"] if st["wall_s"] else 0.0
+    top = []
+    for a in sorted(prof.key_averages(), key=lambda a: -a.self_cpu_time_total)[:15]:
+        top.append({"name": a.key, "count": a.count, "self_cpu_s": a.self_cpu_time_total / 1e6})
+    json.dump({"batch": batch, "stages": stages, "top_ops_by_self_cpu": top,
+               "how_to_read": "host_ops: top-level ATen ops per stage (aten:: children of the stage scope); "
+                              "device_busy_share: GPU kernel time / wall time"}, open(path, "w"), indent=1)
+
+
 def run_pairs(args):
     from transformers import CLIPModel, CLIPTokenizer
 
@@ -312,12 +339,23 @@ def run_pairs(args):
     def timed(name, fn):
         sync()
         s = time.time()
-        r = fn()
-        sync()
+        with torch.profiler.record_function("stage:" + name):
+            r = fn()
+            sync()
         stage_s[name] += time.time() - s
         return r
 
+    # The second batch is profiled, as p2dpo's `--profile` does (the first pays one-time costs).
+    profiled_b0 = B if len(samples) > B else 0
+    prof = None
+    batch_s = []
     for b0 in range(0, len(samples), B):
+        sync()
+        tb = time.time()
+        if args.profile_json and b0 == profiled_b0:
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                      torch.profiler.ProfilerActivity.CUDA])
+            prof.__enter__()
         batch = samples[b0:b0 + B]
         work = []
         for j, s in enumerate(batch):
@@ -390,11 +428,20 @@ def run_pairs(args):
             records.append({"index": b0 + i, "texts": texts[i], "reference": [r[i] for r in refs],
                             "clip": scores[i], "ppl": [math.exp(-fc[1][i]), math.exp(-fc[1][n + i]),
                                                        math.exp(-ca[1][i]), math.exp(-lo[1][i])]})
+        sync()
+        batch_s.append(time.time() - tb)
+        if prof is not None and b0 == profiled_b0:
+            prof.__exit__(None, None, None)
+            try:  # the profile is a side result: the benchmark's numbers must not depend on it
+                write_profile_summary(prof, args.profile_json, b0 // B)
+            except Exception as e:
+                log(f"profile summary failed: {type(e).__name__}: {e}")
         log(f"{len(records)}/{len(samples)} samples, {time.time() - t0:.1f} s")
     sync()
     secs = time.time() - t0
     res = {"samples": len(samples), "new_tokens": G, "load_s": load_s, "generation_seconds": secs,
-           "pairs_per_hour": 3600 * len(samples) / secs, "stage_seconds": stage_s,
+           "pairs_per_hour": 3600 * len(samples) / secs, "stage_seconds": stage_s, "batch_seconds": batch_s,
+           "batch_size": B,
            "peak_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
            "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20,
            "answer_tokens": [len(fc[0][0]), len(ca[0][0])], "example": records[0]}
@@ -613,6 +660,7 @@ def main():
     for a in ("--model", "--clip", "--data", "--images", "--prompts-from", "--config", "--out"):
         p.add_argument(a, required=True)
     p.add_argument("--limit", type=int, default=10**9)
+    p.add_argument("--profile-json", help="torch.profiler summary of the second batch, by stage")
     t = sub.add_parser("train")
     for a in ("--model", "--pairs", "--images", "--ours-run", "--out"):
         t.add_argument(a, required=True)

@@ -106,8 +106,12 @@ torch::Tensor LlamaDecoder::lm_head(const torch::Tensor& hidden) const {
 
 namespace {
 
+// The generator LoRA dropout draws from for activations on `device`: the CPU's, or that CUDA
+// device's (PyTorch's checkpoint saves and restores the same two).
+at::Generator dropout_generator(const torch::Device& device) { return at::globalContext().defaultGenerator(device); }
+
 // Gradient checkpointing of one decoder layer: forward runs without a graph and saves only the
-// layer's inputs (and the CPU generator state, so LoRA dropout draws the same masks again);
+// layer's inputs (and the dropout generator's state, so LoRA dropout draws the same masks again);
 // backward re-runs the layer with autograd on and back-propagates through that fresh graph, which
 // also accumulates into the trainable leaves (LoRA weights), as PyTorch's reentrant checkpoint.
 struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
@@ -118,7 +122,7 @@ struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
     ctx->save_for_backward({h, past_k, past_v, cos, sin, mask});
     ctx->saved_data["decoder"] = decoder;
     ctx->saved_data["layer"] = layer;
-    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    ctx->saved_data["rng"] = dropout_generator(h.device()).get_state();
     const auto* self = reinterpret_cast<const LlamaDecoder*>(decoder);
     ForceLoraDropout training_dropout;  // the first pass runs without autograd but is still training
     auto out = self->layer_step(static_cast<int>(layer), h, past_k, past_v, cos, sin,
@@ -134,7 +138,7 @@ struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
     auto h = saved[0].detach().requires_grad_(true);
     auto pk = saved[1].detach().requires_grad_(saved[1].numel() > 0);
     auto pv = saved[2].detach().requires_grad_(saved[2].numel() > 0);
-    auto generator = at::detail::getDefaultCPUGenerator();
+    auto generator = dropout_generator(saved[0].device());
     const auto rng_now = generator.get_state();
     generator.set_state(ctx->saved_data["rng"].toTensor());
     std::array<torch::Tensor, 3> out;

@@ -50,8 +50,8 @@ class LlamaDecoder {
   // Activation recomputation (gradient checkpointing) per decoder layer: with autograd on and no
   // attention or hidden-state capture, each layer keeps only its inputs and runs again in the
   // backward pass (an autograd Function; libtorch has no checkpoint API). Same values and
-  // gradients, far less memory for long sequences. Dropout masks are replayed from the saved CPU
-  // generator state; on CUDA the caller must not combine it with dropout (the trainer refuses).
+  // gradients, far less memory for long sequences. Dropout masks are replayed from the saved state
+  // of the generator of the activations' device (CPU or CUDA), as PyTorch's checkpoint does.
   void set_recompute_layers(bool on) { recompute_layers_ = on; }
   bool recompute_layers() const { return recompute_layers_; }
   // One decoder layer on explicit past keys/values ([B, n_kv, past, d], possibly empty): returns

@@ -192,8 +192,6 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
   // ---- setup: adapter -> optimizer -> sampler -> schedule -> resume -> logger ----
   fs::create_directories(opt.out_dir);
   const std::string ckpt_dir = (fs::path(opt.out_dir) / "checkpoints").string();
-  if (cfg.recompute_layers && cfg.lora.dropout > 0 && model.device().is_cuda())
-    throw InputError("runtime.recompute_layers", "cannot replay LoRA dropout masks on CUDA yet; set lora.dropout: 0 or turn recomputation off");
   model.set_activation_recomputation(cfg.recompute_layers);
   LoraAdapter lora = LoraAdapter::attach(model, cfg.lora, derive_seed(cfg.seed, 7));
   const std::map<std::string, torch::Tensor>& params = lora.parameters();

@@ -12,6 +12,7 @@
 
 #include "cli_run.h"
 #include "io/json_io.h"
+#include "models/fixture_util.h"
 #include "models/load.h"
 #include "train/checkpoint.h"
 #include "train/p2dpo_config.h"
@@ -266,7 +267,10 @@ TEST(TrainP2Dpo, RecomputedReferencesAndAblations) {
 // LoRA dropout replayed from the saved generator state) gives the same training as keeping the
 // activations.
 TEST(TrainP2Dpo, ActivationRecomputationTrainsIdentically) {
-  auto model = models::load_model(world_model());
+  // On the test device: the GPU run (bench/gpu/run_p2dpo.sh) checks the CUDA generator's replay too.
+  models::LoadOptions on_device;
+  on_device.device = test::test_device();
+  auto model = models::load_model(world_model(), on_device);
   P2DpoTrainConfig cfg = small_config();
   cfg.max_steps = 3;
   cfg.lora.dropout = 0.1;
