@@ -56,7 +56,7 @@ void register_train(CLI::App& app) {
     }
     const train::DistributedEnv env = train::distributed_env_from_environment();
     std::unique_ptr<train::ProcessGroup> group;
-    if (env.world_size > 1) group = std::make_unique<train::ProcessGroup>(env);
+    if (env.world_size > 1) group = std::make_unique<train::ProcessGroup>(env, cfg.grad_backend == "auto");
     auto model = o->model.load();
     train::P2DpoRunOptions opt;
     opt.model_dir = o->model.model_dir;

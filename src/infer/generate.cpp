@@ -5,6 +5,7 @@
 #include <torch/utils.h>
 
 #include <algorithm>
+#include <iostream>
 #include <limits>
 #include <memory>
 
@@ -108,7 +109,13 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
   torch::Tensor all_mask = batch.mask;
   torch::Tensor step_ids = batch.ids, step_mask = batch.mask;
   bool first = true;
-  const bool graphs = cfg.cuda_graphs && cfg.use_cache && model.device().is_cuda();
+  bool graphs = cfg.cuda_graphs && cfg.use_cache && model.device().is_cuda();
+  if (graphs && !decode_graphs_available()) {
+    static bool warned = false;  // once per process, not once per batch
+    if (!warned) std::cerr << "warning: this build has no CUDA graphs (P2DPO_CUDA_GRAPHS=OFF); decoding steps run one by one\n";
+    warned = true;
+    graphs = false;
+  }
   const bool freeze = cfg.use_cache && (cfg.fixed_cache || graphs) && cfg.max_new_tokens > 1;
   std::unique_ptr<DecodeGraph> graph;
   for (int step = 0; step < cfg.max_new_tokens; ++step) {

@@ -4,10 +4,18 @@
 #ifndef USE_C10D_GLOO
 #define USE_C10D_GLOO 1
 #endif
+// NCCL likewise behind USE_C10D_NCCL; P2DPO_WITH_NCCL (CMakeLists.txt) says this build has it.
+#if defined(P2DPO_WITH_NCCL) && !defined(USE_C10D_NCCL)
+#define USE_C10D_NCCL 1
+#endif
 #include "train/distributed.h"
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef P2DPO_WITH_NCCL
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 #include <torch/types.h>
 #include <torch/utils.h>
 
@@ -45,13 +53,23 @@ DistributedEnv distributed_env_from_environment() {
   return e;
 }
 
+#ifdef P2DPO_WITH_NCCL
+bool nccl_available() { return true; }
+#else
+bool nccl_available() { return false; }
+#endif
+
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+#ifdef P2DPO_WITH_NCCL
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> nccl;  // created at the first CUDA all-reduce
+#endif
 };
 
-ProcessGroup::ProcessGroup(const DistributedEnv& env) : env_(env), impl_(std::make_unique<Impl>()) {
-  if (env.world_size < 2) throw std::invalid_argument("ProcessGroup needs WORLD_SIZE > 1");
+ProcessGroup::ProcessGroup(const DistributedEnv& env, bool use_nccl)
+    : env_(env), use_nccl_(use_nccl), impl_(std::make_unique<Impl>()) {
+  if (env.world_size < 1) throw std::invalid_argument("ProcessGroup needs WORLD_SIZE >= 1");
   c10d::TCPStoreOptions so;
   so.port = static_cast<std::uint16_t>(env.master_port);
   so.isServer = env.rank == 0;
@@ -79,10 +97,29 @@ void ProcessGroup::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
   if (tensors.empty()) return;
   torch::NoGradGuard no_grad;
   const auto dtype = tensors.front().scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  const bool on_cuda = tensors.front().is_cuda();
+  const bool nccl = use_nccl_ && on_cuda && nccl_available();
+  // NCCL sums on the tensors' device; Gloo sums host copies.
+  const torch::Device where = nccl ? tensors.front().device() : torch::Device(torch::kCPU);
   std::vector<torch::Tensor> flat_parts;
-  for (const auto& t : tensors) flat_parts.push_back(t.detach().reshape({-1}).to(torch::kCPU, dtype));
+  for (const auto& t : tensors) flat_parts.push_back(t.detach().reshape({-1}).to(where, dtype));
   std::vector<torch::Tensor> buffer{torch::cat(flat_parts)};
-  impl_->group->allreduce(buffer)->wait();
+  if (nccl) {
+#ifdef P2DPO_WITH_NCCL
+    if (!impl_->nccl) {
+      // Its own key space in the shared store, beside the Gloo group's.
+      auto store = c10::make_intrusive<c10d::PrefixStore>("nccl", impl_->store);
+      impl_->nccl = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env_.rank, env_.world_size,
+                                                                c10d::ProcessGroupNCCL::Options::create());
+    }
+    // wait() orders the current CUDA stream after the reduction; the copies below follow it.
+    impl_->nccl->allreduce(buffer)->wait();
+#endif
+    last_backend_ = "nccl";
+  } else {
+    impl_->group->allreduce(buffer)->wait();
+    last_backend_ = "gloo";
+  }
   int64_t offset = 0;
   for (auto& t : tensors) {
     const int64_t n = t.numel();

@@ -3,9 +3,10 @@
 // program, reads RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT from the environment, and the ranks
 // meet at a TCPStore on MASTER_ADDR:MASTER_PORT (rank 0 hosts it, as torchrun's static rendezvous).
 //
-// The collectives go through a Gloo process group. Tensors on CUDA are all-reduced through a host
-// copy (one flat buffer per call), so the same code runs on CPU and GPU; an NCCL group is not wired
-// yet (see the trainer notes). The heavy c10d headers stay in distributed.cpp.
+// Host tensors and metrics go through a Gloo process group. CUDA tensors go through an NCCL group
+// on their device where this build has one (a CUDA build of PyTorch with NCCL: P2DPO_WITH_NCCL)
+// and the caller allows it, else through Gloo via a host copy (one flat buffer per call), so the
+// same code runs on CPU and GPU. The heavy c10d headers stay in distributed.cpp.
 #include <torch/types.h>
 
 #include <memory>
@@ -24,10 +25,15 @@ struct DistributedEnv {
 // InputError("RANK" / "WORLD_SIZE" / ..., ...).
 DistributedEnv distributed_env_from_environment();
 
+// Whether this build can sum CUDA tensors over NCCL.
+bool nccl_available();
+
 class ProcessGroup {
  public:
-  // Joins the group (blocks until every rank has). world_size must be > 1.
-  explicit ProcessGroup(const DistributedEnv& env);
+  // Joins the group (blocks until every rank has). A world of one is allowed (tests). With
+  // `use_nccl`, CUDA tensors are summed over NCCL when nccl_available() (the group is created at the
+  // first such call, which every rank makes together).
+  explicit ProcessGroup(const DistributedEnv& env, bool use_nccl = true);
   ~ProcessGroup();
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
@@ -40,10 +46,14 @@ class ProcessGroup {
   // Sum over ranks of a host vector of doubles (metrics).
   std::vector<double> all_reduce_sum(const std::vector<double>& values);
   void barrier();
+  // "nccl" or "gloo": what the last all_reduce_sum of tensors used ("" before any).
+  const std::string& last_backend() const { return last_backend_; }
 
  private:
   struct Impl;
   DistributedEnv env_;
+  bool use_nccl_ = true;
+  std::string last_backend_;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -28,7 +28,8 @@ json P2DpoTrainConfig::to_json() const {
       {"data", {{"kept_only", kept_only}, {"limit", limit}, {"external_prompt", external_prompt}}},
       {"runtime",
        {{"share_prefixes", share_prefixes}, {"feature_cache_mb", feature_cache_mb}, {"dtype", dtype},
-        {"recompute_layers", recompute_layers}, {"reference_check_tolerance", reference_check_tolerance}}},
+        {"recompute_layers", recompute_layers}, {"reference_check_tolerance", reference_check_tolerance},
+        {"grad_backend", grad_backend}}},
   };
 }
 
@@ -83,6 +84,7 @@ P2DpoTrainConfig from_resolved(const json& j, const std::string& path) {
   c.dtype = r.at("dtype");
   c.recompute_layers = r.at("recompute_layers");
   c.reference_check_tolerance = r.at("reference_check_tolerance");
+  c.grad_backend = r.value("grad_backend", "auto");  // absent from configs written before it
 
   auto fail = [&](const std::string& key, const std::string& why) { throw InputError(path, "key '" + key + "' " + why); };
   auto one_of = [&](const std::string& key, const std::string& v, std::initializer_list<const char*> allowed) {
@@ -96,6 +98,7 @@ P2DpoTrainConfig from_resolved(const json& j, const std::string& path) {
   one_of("objective", c.objective, {"p2dpo", "dpo"});
   one_of("reference", c.reference, {"recorded", "recompute"});
   one_of("runtime.dtype", c.dtype, {"auto", "float32", "bfloat16"});
+  one_of("runtime.grad_backend", c.grad_backend, {"auto", "gloo"});
   if (c.lora.r < 1) fail("lora.r", "must be >= 1");
   if (!(c.lora.dropout >= 0 && c.lora.dropout < 1)) fail("lora.dropout", "must be in [0, 1)");
   if (c.lora.target_modules.empty()) fail("lora.target_modules", "is empty");

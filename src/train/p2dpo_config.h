@@ -55,6 +55,9 @@ struct P2DpoTrainConfig {
   std::string dtype = "auto";       // auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16
   bool recompute_layers = false;    // activation recomputation per decoder layer (less memory, ~1/3 more compute)
   double reference_check_tolerance = 0.1;  // relative; recorded references vs this model at step 1
+  // How data-parallel ranks sum CUDA gradients: auto = NCCL where this build has it (a CUDA build of
+  // PyTorch with NCCL), else Gloo through host copies; gloo = always Gloo. Host tensors: always Gloo.
+  std::string grad_backend = "auto";
 
   nlohmann::json to_json() const;
 };

@@ -215,7 +215,15 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
   const std::optional<std::string> latest = opt.resume ? latest_checkpoint(ckpt_dir) : std::nullopt;
   if (latest) {
     const json manifest = read_checkpoint_manifest(*latest);
-    const json saved = manifest.value("extra", json::object()).value("config", json());
+    json saved = manifest.value("extra", json::object()).value("config", json());
+    // Keys added since that run started are compared as this run has them; how gradients are summed
+    // across ranks changes nothing but float rounding, so a run may resume with another backend.
+    if (saved.is_object()) {
+      json filled = resolved;
+      filled.merge_patch(saved);
+      filled["runtime"]["grad_backend"] = resolved["runtime"]["grad_backend"];
+      saved = filled;
+    }
     if (saved != resolved)
       throw InputError(*latest, "was written with another config (see its state.json 'extra.config'); a resumed run must use the same one");
     state = load_checkpoint(*latest, params, optimizer);

@@ -15,6 +15,7 @@
 #include "models/fixture_util.h"
 #include "models/load.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/p2dpo_config.h"
 #include "train/p2dpo_trainer.h"
 #include "train/pair_data.h"
@@ -146,6 +147,12 @@ TEST(TrainConfig, PresetsFilesAndErrors) {
   { std::ofstream(dir + "/w.json") << R"({"lora": {"target_modules": [1]}})"; }
   err = test::error_of([&] { load_train_config(dir + "/w.json"); });
   EXPECT_NE(err.find("lora.target_modules"), std::string::npos) << err;
+  EXPECT_EQ(paper.grad_backend, "auto");
+  { std::ofstream(dir + "/g.json") << R"({"runtime": {"grad_backend": "mpi"}})"; }
+  err = test::error_of([&] { load_train_config(dir + "/g.json"); });
+  EXPECT_NE(err.find("runtime.grad_backend"), std::string::npos) << err;
+  { std::ofstream(dir + "/g2.json") << R"({"runtime": {"grad_backend": "gloo"}})"; }
+  EXPECT_EQ(load_train_config(dir + "/g2.json").grad_backend, "gloo");
 
   P2DpoTrainConfig a = paper;
   apply_ablation(a, "ddw");
@@ -215,7 +222,9 @@ TEST(TrainP2Dpo, KilledRunResumesToTheSameAdapter) {
   EXPECT_FALSE(fs::exists(part + "/adapter"));
   o.stop_after_steps = 0;
   o.resume = true;
-  const auto r = train_p2dpo(*model, cfg, o);
+  P2DpoTrainConfig other_backend = cfg;  // how ranks sum gradients is not part of a run's identity
+  other_backend.grad_backend = "gloo";
+  const auto r = train_p2dpo(*model, other_backend, o);
   ASSERT_TRUE(r.resumed_from.has_value());
   EXPECT_EQ(*r.resumed_from, 2);
   EXPECT_EQ(max_abs_diff(adapter_of(full), adapter_of(part)), 0.0);
@@ -379,6 +388,35 @@ TEST(TrainCli, BadInputsExitTwoWithTheirNames) {
                      "--out", dir + "/o", "--ablate", "everything"});
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("--ablate"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace p2dpo::train
+
+namespace p2dpo::train {
+namespace {
+
+// A group of one sums to the input, with the backend for the tensors' device: NCCL for CUDA
+// tensors where the build has it (the GPU run checks that path), Gloo otherwise and whenever NCCL
+// is turned off (runtime.grad_backend: gloo). Metrics always go through Gloo.
+TEST(Distributed, AGroupOfOneSumsWithTheBackendOfTheDevice) {
+  const torch::Device device = test::test_device();
+  const int base_port = 40000 + static_cast<int>(getpid() % 20000);
+  for (const bool use_nccl : {true, false}) {
+    DistributedEnv env;
+    env.master_port = base_port + (use_nccl ? 0 : 1);
+    ProcessGroup group(env, use_nccl);
+    EXPECT_EQ(group.last_backend(), "");
+    const auto a = torch::arange(6, torch::kFloat32).view({2, 3}).to(device);
+    const auto b = torch::full({4}, 0.25, torch::kFloat32).to(device);
+    std::vector<torch::Tensor> tensors{a.clone(), b.clone()};
+    group.all_reduce_sum(tensors);
+    EXPECT_TRUE(torch::equal(tensors[0], a));
+    EXPECT_TRUE(torch::equal(tensors[1], b));
+    EXPECT_EQ(tensors[0].device(), device);
+    EXPECT_EQ(group.last_backend(), use_nccl && device.is_cuda() && nccl_available() ? "nccl" : "gloo");
+    EXPECT_EQ(group.all_reduce_sum(std::vector<double>{1.5, -2.0}), (std::vector<double>{1.5, -2.0}));
+  }
 }
 
 }  // namespace
