@@ -268,8 +268,9 @@ def main():
 
     def pairs_fast():
         out = os.path.join(W, "ours-pairs-fast")
-        rc, so, secs, peak = run_pairs("pairs-bench-fast.yaml", out, profile=os.path.join(W, "profile-pairs-fast"))
-        keep_profile("pairs_fast", os.path.join(W, "profile-pairs-fast"))
+        # Not profiled: CUPTI and CUDA-graph capture are known to fail together (p2dpo turns graphs
+        # off while a profile records), and this stage is here to time the graphs.
+        rc, so, secs, peak = run_pairs("pairs-bench-fast.yaml", out)
         r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
         if rc == 0:
             r["run"] = last_json(so).get("run")

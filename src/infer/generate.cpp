@@ -11,6 +11,7 @@
 
 #include "infer/decode_graph.h"
 #include "io/errors.h"
+#include "models/op_profile.h"
 
 namespace p2dpo::infer {
 
@@ -110,9 +111,13 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
   torch::Tensor step_ids = batch.ids, step_mask = batch.mask;
   bool first = true;
   bool graphs = cfg.cuda_graphs && cfg.use_cache && model.device().is_cuda();
-  if (graphs && !decode_graphs_available()) {
+  if (graphs && (!decode_graphs_available() || models::OpProfile::recording())) {
     static bool warned = false;  // once per process, not once per batch
-    if (!warned) std::cerr << "warning: this build has no CUDA graphs (P2DPO_CUDA_GRAPHS=OFF); decoding steps run one by one\n";
+    if (!warned)
+      std::cerr << (decode_graphs_available()
+                        ? "note: an op profile is recording, and CUPTI and CUDA-graph capture are known to fail together: "
+                          "decoding steps run one by one while it records\n"
+                        : "warning: this build has no CUDA graphs (P2DPO_CUDA_GRAPHS=OFF); decoding steps run one by one\n");
     warned = true;
     graphs = false;
   }

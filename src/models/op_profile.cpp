@@ -124,6 +124,8 @@ OpProfile::~OpProfile() {
   }
 }
 
+bool OpProfile::recording() { return tpi::profilerEnabled(); }
+
 void OpProfile::phase_end(const std::string& phase) {
   if (!tpi::profilerEnabled()) return;
   const std::string name = kMarkPrefix + phase;

@@ -28,6 +28,9 @@ class OpProfile {
   // times adds up. models::SyncedLap::next(phase) calls it after its device sync, so a phase's
   // kernels end inside it.
   static void phase_end(const std::string& phase);
+  // Whether a profile is being recorded in this process (CUDA-graph decoding stays off meanwhile:
+  // CUPTI and graph capture are known to fail together).
+  static bool recording();
 
   // Stops recording, writes the summary and the trace atomically and returns the summary.
   nlohmann::json finish(const std::string& dir, const std::string& label);
