@@ -14,9 +14,19 @@
 namespace p2dpo::models {
 
 namespace {
-torch::Tensor rotate_half(const torch::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
+// RoPE tables for positions' frequencies [B, L, d/2]: cos of cat(f, f), and sin of cat(f, f) with
+// its first half negated, both [B, 1, L, d] in `dtype`. HF's x*cos + rotate_half(x)*sin, with
+// rotate_half(x) = cat(-x2, x1), equals x*cos + roll(x, d/2)*signed_sin bit for bit (-(a*b) is
+// (-a)*b in IEEE arithmetic), in one op (roll) where rotate_half takes four.
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const torch::Tensor& freqs, torch::Dtype dtype) {
+  const auto s = freqs.sin();
+  auto cos = torch::cat({freqs, freqs}, -1).cos().to(dtype).unsqueeze(1);
+  auto signed_sin = torch::cat({-s, s}, -1).to(dtype).unsqueeze(1);
+  return {cos, signed_sin};
+}
+
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin) {
+  return x * cos + torch::roll(x, x.size(-1) / 2, -1) * signed_sin;
 }
 
 // Appends x [B, n_kv, L, d] to a layer's cache view (the first T rows of buf) and returns the new
@@ -184,8 +194,8 @@ std::array<torch::Tensor, 3> LlamaDecoder::layer_step(int layer_index, const tor
   auto q = l.q_proj(x).view({B, L, nq, d}).transpose(1, 2);
   auto k = l.k_proj(x).view({B, L, nkv, d}).transpose(1, 2);
   auto v = l.v_proj(x).view({B, L, nkv, d}).transpose(1, 2);
-  q = q * cos + rotate_half(q) * sin;
-  k = k * cos + rotate_half(k) * sin;
+  q = apply_rope(q, cos, sin);  // sin: the signed table of rope_tables
+  k = apply_rope(k, cos, sin);
   if (past_k.defined() && past_k.size(2) > 0) {
     k = torch::cat({past_k, k}, 2);
     v = torch::cat({past_v, v}, 2);
@@ -247,9 +257,7 @@ torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Te
   pos_all = pos_all.masked_fill(key_mask == 0, 1);
   auto positions = pos_all.slice(1, past, past + L);  // [B, L]
   auto freqs = positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
-  auto emb = torch::cat({freqs, freqs}, -1);
-  auto cos = emb.cos().to(dtype).unsqueeze(1);  // [B, 1, L, d]
-  auto sin = emb.sin().to(dtype).unsqueeze(1);
+  auto [cos, sin] = rope_tables(freqs, dtype);  // [B, 1, L, d]; sin with its first half negated
 
   // Additive mask [B, 1, L, past+L]: causal and key padding, HF's finfo.min fill.
   torch::Tensor mask;
@@ -344,9 +352,7 @@ torch::Tensor LlamaDecoder::forward_fixed(const torch::Tensor& embeds, KVCache& 
   // The fed token is a real key for every row (finished rows step on padding, as HF's generate).
   state.key_mask.index_fill_(3, state.write_index, 0.0);
   auto freqs = state.positions.to(torch::kFloat32).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
-  auto emb = torch::cat({freqs, freqs}, -1);
-  auto cos = emb.cos().to(dtype).unsqueeze(1);  // [B, 1, 1, d]
-  auto sin = emb.sin().to(dtype).unsqueeze(1);
+  auto [cos, sin] = rope_tables(freqs, dtype);  // [B, 1, 1, d]
   torch::Tensor h = embeds;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const auto& l = layers_[i];
@@ -369,8 +375,8 @@ torch::Tensor LlamaDecoder::attention(int layer_index, const LlamaLayer& l, cons
   auto q = l.q_proj(x).view({B, L, nq, d}).transpose(1, 2);
   auto k = l.k_proj(x).view({B, L, nkv, d}).transpose(1, 2);
   auto v = l.v_proj(x).view({B, L, nkv, d}).transpose(1, 2);
-  q = q * cos + rotate_half(q) * sin;
-  k = k * cos + rotate_half(k) * sin;
+  q = apply_rope(q, cos, sin);  // sin: the signed table of rope_tables
+  k = apply_rope(k, cos, sin);
   if (cache && cache->is_fixed()) {
     // Write this step's column in place (the index lives on the device: no host arithmetic, the
     // same kernels every step) and attend over the whole buffer through the key mask.
