@@ -157,8 +157,9 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
     }
     first = false;
     // Scores stay on the model's device (a GPU warps, combines and arg-maxes them itself); only the
-    // chosen ids and their log-probs cross to the host, plus the probabilities of sampled rows,
-    // which the per-sequence CPU generators draw from (same seeds, same draws on any device).
+    // chosen ids and their log-probs cross to the host, or, when sampling, each row's probabilities
+    // and log-probs, which the per-sequence CPU generators draw from (same seeds, same draws on
+    // any device).
     auto logits = out.logits.select(1, 0).to(torch::kFloat32).view({N, K, -1});  // [N, K, V]
     // HF's MinNewTokensLengthLogitsProcessor: EOS is masked before warping (log-probs see the
     // mask too), in every context before they are combined (a combiner's own cut, such as
