@@ -294,9 +294,12 @@ def write_profile_summary(prof, path, batch):
     def kernels(e):
         return len(getattr(e, "kernels", []) or []) + sum(kernels(c) for c in e.cpu_children)
 
+    def on_host(e):  # record_function also leaves a GPU-side annotation of the same name
+        return str(getattr(e, "device_type", "CPU")).upper().endswith("CPU")
+
     stages = {}
     for e in prof.events():
-        if e.name.startswith("stage:") and e.cpu_parent is None:
+        if e.name.startswith("stage:") and e.cpu_parent is None and on_host(e):
             st = stages.setdefault(e.name[len("stage:"):], {"wall_s": 0.0, "host_ops": 0, "device_s": 0.0, "kernels": 0})
             st["wall_s"] += e.cpu_time_total / 1e6
             st["host_ops"] += sum(1 for c in e.cpu_children if c.name.startswith("aten::"))
