@@ -27,7 +27,8 @@ json P2DpoTrainConfig::to_json() const {
       {"checkpoint", {{"save_every", save_every}, {"keep_last", keep_last}}},
       {"data", {{"kept_only", kept_only}, {"limit", limit}, {"external_prompt", external_prompt}}},
       {"runtime",
-       {{"share_prefixes", share_prefixes}, {"feature_cache_mb", feature_cache_mb}, {"dtype", dtype},
+       {{"share_prefixes", share_prefixes}, {"split_cost_positions", split_cost_positions},
+        {"feature_cache_mb", feature_cache_mb}, {"dtype", dtype},
         {"recompute_layers", recompute_layers}, {"reference_check_tolerance", reference_check_tolerance},
         {"grad_backend", grad_backend}}},
   };
@@ -80,6 +81,7 @@ P2DpoTrainConfig from_resolved(const json& j, const std::string& path) {
   c.external_prompt = j.at("data").at("external_prompt");
   const json& r = j.at("runtime");
   c.share_prefixes = r.at("share_prefixes");
+  c.split_cost_positions = r.value("split_cost_positions", int64_t{64});  // absent from configs written before it
   c.feature_cache_mb = r.at("feature_cache_mb");
   c.dtype = r.at("dtype");
   c.recompute_layers = r.at("recompute_layers");

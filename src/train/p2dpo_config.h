@@ -51,6 +51,11 @@ struct P2DpoTrainConfig {
 
   // Runtime.
   bool share_prefixes = true;       // one prefix per (prompt, images), continuations attend to its KV
+  // Rows of very different lengths go to separate forwards where that saves more padded positions
+  // than this per extra forward (train/multiview.h); < 0: one padded forward per stage. 64 was
+  // measured on the CPU; on a GPU a forward's fixed (host) cost is likely far more positions.
+  // Without dropout the results are the same to float rounding; LoRA dropout draws per forward.
+  int64_t split_cost_positions = 64;
   int64_t feature_cache_mb = 1024;  // frozen image features kept between epochs (0 = recompute)
   std::string dtype = "auto";       // auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16
   bool recompute_layers = false;    // activation recomputation per decoder layer (less memory, ~1/3 more compute)

@@ -131,7 +131,8 @@ class PairInputCache {
 // Scores `roles` of every pair of a micro-batch in one multi-view call; returns role -> [B] sums
 // (undefined for roles not asked). Pairs' features are stacked and image indices offset.
 std::array<torch::Tensor, kRoles> score_roles(models::VisionLanguageModel& model, const std::vector<const PairInputs*>& batch,
-                                              const std::vector<Role>& roles, bool share_prefixes, MultiViewStats* stats) {
+                                              const std::vector<Role>& roles, const MultiViewOptions& options,
+                                              MultiViewStats* stats) {
   std::vector<ScoredSequence> seqs;
   std::vector<torch::Tensor> feats;
   int64_t offset = 0;
@@ -145,8 +146,7 @@ std::array<torch::Tensor, kRoles> score_roles(models::VisionLanguageModel& model
     }
     offset += in->features.size(0);
   }
-  MultiViewOptions mo;
-  mo.share_prefixes = share_prefixes;
+  const MultiViewOptions& mo = options;
   const torch::Tensor sums = answer_logprob_sums(model, seqs, torch::cat(feats), mo, stats);
   std::array<torch::Tensor, kRoles> out;
   const int64_t B = static_cast<int64_t>(batch.size()), R = static_cast<int64_t>(roles.size());
@@ -218,6 +218,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
     json saved = manifest.value("extra", json::object()).value("config", json());
     // Keys added since that run started are compared as this run has them; how gradients are summed
     // across ranks changes nothing but float rounding, so a run may resume with another backend.
+    // (How rows split into forwards is part of a run: LoRA dropout draws its masks per forward.)
     if (saved.is_object()) {
       json filled = resolved;
       filled.merge_patch(saved);
@@ -247,6 +248,9 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
   std::optional<MetricsLogger> metrics;
   if (rank == 0) metrics.emplace((fs::path(opt.out_dir) / "metrics.jsonl").string(), latest ? std::optional<int64_t>(state.step) : std::nullopt);
   ProgressLine progress("train step", total_steps, state.step);
+  MultiViewOptions multiview;
+  multiview.share_prefixes = cfg.share_prefixes;
+  multiview.split_cost_positions = cfg.split_cost_positions;
   PairInputCache inputs(model, data, p2dpo, cfg.feature_cache_mb * 1024 * 1024);
 
   std::vector<Role> policy_roles, reference_roles;
@@ -291,7 +295,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
       if (recompute) {
         torch::NoGradGuard no_grad;
         lora.set_enabled(false);
-        ref = score_roles(model, batch, reference_roles, cfg.share_prefixes, nullptr);
+        ref = score_roles(model, batch, reference_roles, multiview, nullptr);
         lora.set_enabled(true);
       } else {
         std::array<std::vector<double>, kRoles> v;
@@ -308,7 +312,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
       }
 
       phase_end("time/data_and_reference_s");
-      const auto pol = score_roles(model, batch, policy_roles, cfg.share_prefixes, &stats);
+      const auto pol = score_roles(model, batch, policy_roles, multiview, &stats);
       phase_end("time/forward_s");
 
       // Step 1 of a fresh run: the adapter is still zero, so the policy IS the base model and must

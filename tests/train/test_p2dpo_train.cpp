@@ -151,8 +151,10 @@ TEST(TrainConfig, PresetsFilesAndErrors) {
   { std::ofstream(dir + "/g.json") << R"({"runtime": {"grad_backend": "mpi"}})"; }
   err = test::error_of([&] { load_train_config(dir + "/g.json"); });
   EXPECT_NE(err.find("runtime.grad_backend"), std::string::npos) << err;
-  { std::ofstream(dir + "/g2.json") << R"({"runtime": {"grad_backend": "gloo"}})"; }
+  { std::ofstream(dir + "/g2.json") << R"({"runtime": {"grad_backend": "gloo", "split_cost_positions": 1024}})"; }
   EXPECT_EQ(load_train_config(dir + "/g2.json").grad_backend, "gloo");
+  EXPECT_EQ(load_train_config(dir + "/g2.json").split_cost_positions, 1024);
+  EXPECT_EQ(paper.split_cost_positions, 64);
 
   P2DpoTrainConfig a = paper;
   apply_ablation(a, "ddw");
@@ -248,6 +250,18 @@ TEST(TrainP2Dpo, RecomputedReferencesAndAblations) {
   const auto a = metrics_of(rec), b = metrics_of(re);
   for (size_t i = 0; i < 2; ++i) EXPECT_NEAR(a[i].at("loss").get<double>(), b[i].at("loss").get<double>(), 1e-4);
   EXPECT_LT(max_abs_diff(adapter_of(rec), adapter_of(re)), 1e-4);
+  {
+    // One padded forward per stage instead of forwards split by length: the same training
+    // (without dropout) to float rounding.
+    P2DpoTrainConfig one_forward = small_config();
+    one_forward.max_steps = 2;
+    one_forward.split_cost_positions = -1;
+    const std::string out = test::scratch_dir("train_one_forward");
+    train_p2dpo(*model, one_forward, options(out));
+    const auto c = metrics_of(out);
+    for (size_t i = 0; i < 2; ++i) EXPECT_NEAR(a[i].at("loss").get<double>(), c[i].at("loss").get<double>(), 1e-5);
+    EXPECT_LT(max_abs_diff(adapter_of(rec), adapter_of(out)), 1e-4);  // as above: Adam scales float noise up
+  }
 
   // The optional SFT term adds sft_weight x the focus winner's per-token NLL (positive) at step 1.
   {
