@@ -415,6 +415,8 @@ namespace {
 // is turned off (runtime.grad_backend: gloo). Metrics always go through Gloo.
 TEST(Distributed, AGroupOfOneSumsWithTheBackendOfTheDevice) {
   const torch::Device device = test::test_device();
+  // On a GPU, NCCL must really be there (CMake turns it off if it cannot build against it).
+  if (device.is_cuda()) EXPECT_TRUE(nccl_available()) << "this CUDA build has no NCCL";
   const int base_port = 40000 + static_cast<int>(getpid() % 20000);
   for (const bool use_nccl : {true, false}) {
     DistributedEnv env;
