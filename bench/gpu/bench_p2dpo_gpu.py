@@ -255,22 +255,9 @@ def main():
             state["pairs"] = out
         return r
 
-    def pairs_attn8():
-        out = os.path.join(W, "ours-pairs-attn8")
-        rc, so, secs, peak = run_pairs("pairs-bench-attn8.yaml", out)
-        r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
-        if rc == 0:
-            r["run"] = last_json(so).get("run")
-            a = [json.loads(l) for l in open(os.path.join(state["pairs"], "pairs.jsonl"))]
-            b = [json.loads(l) for l in open(os.path.join(out, "pairs.jsonl"))]
-            r["same_bbox_as_pairs_stage"] = sum(x["bbox"] == y["bbox"] for x, y in zip(a, b))
-        return r
-
-    def pairs_fast():
-        out = os.path.join(W, "ours-pairs-fast")
-        # Not profiled: CUPTI and CUDA-graph capture are known to fail together (p2dpo turns graphs
-        # off while a profile records), and this stage is here to time the graphs.
-        rc, so, secs, peak = run_pairs("pairs-bench-fast.yaml", out)
+    def pairs_variant(config, out):
+        """A pairs run with other cost settings, and how many crops and focus answers equal `pairs`'."""
+        rc, so, secs, peak = run_pairs(config, out)
         r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
         if rc == 0:
             r["run"] = last_json(so).get("run")
@@ -283,6 +270,14 @@ def main():
                 if base and (r["run"] or {}).get("pairs_per_hour"):
                     r["speedup_over_pairs_stage"] = r["run"]["pairs_per_hour"] / base
         return r
+
+    def pairs_attn8():
+        return pairs_variant("pairs-bench-attn8.yaml", os.path.join(W, "ours-pairs-attn8"))
+
+    def pairs_fast():
+        # Not profiled: CUPTI and CUDA-graph capture are known to fail together (p2dpo turns graphs
+        # off while a profile records), and this stage is here to time the graphs.
+        return pairs_variant("pairs-bench-fast.yaml", os.path.join(W, "ours-pairs-fast"))
 
     def peft_check():
         out = os.path.join(W, "small-train")

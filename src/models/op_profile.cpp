@@ -212,7 +212,8 @@ json OpProfile::finish(const std::string& dir, const std::string& label) {
     const Event &x = events[a], &y = events[b];
     if (x.thread != y.thread) return x.thread < y.thread;
     if (x.start != y.start) return x.start < y.start;
-    return x.duration > y.duration;  // the enclosing op first
+    if (x.duration != y.duration) return x.duration > y.duration;  // the enclosing op first
+    return x.order < y.order;  // same microsecond (1.13) and length: the op that started first
   });
   std::vector<size_t> stack;
   uint64_t thread = 0;
@@ -230,16 +231,26 @@ json OpProfile::finish(const std::string& dir, const std::string& label) {
     stack.push_back(idx);
   }
 
-  // ---- summary per phase and in total ----
-  const size_t P = phase_names.size();
+  // ---- summary per phase name (a phase ended several times adds up) and in total ----
   struct PhaseSums {
-    int64_t host_ops = 0, host_ops_ns = 0, all_ops = 0, kernels = 0, launches = 0, syncs = 0, sync_ns = 0;
+    int64_t wall_ns = 0, host_ops = 0, host_ops_ns = 0, all_ops = 0, kernels = 0, launches = 0, syncs = 0, sync_ns = 0;
     std::vector<std::pair<int64_t, int64_t>> device_spans;
     std::map<std::string, Aggregate> op_self, kernel_time;
   };
-  std::vector<PhaseSums> sums(P + 1);  // the last one is the total
+  std::vector<std::string> order;                // names in order of first appearance
+  std::map<std::string, size_t> index_of_name;
+  std::vector<size_t> slot(phase_names.size());  // phase occurrence -> its name's slot
+  for (size_t i = 0; i < phase_names.size(); ++i) {
+    auto [it, fresh] = index_of_name.emplace(phase_names[i], order.size());
+    if (fresh) order.push_back(phase_names[i]);
+    slot[i] = it->second;
+  }
+  std::vector<PhaseSums> sums(order.size() + 1);  // the last one is the total
+  PhaseSums& total = sums.back();
+  for (size_t i = 0; i < phase_names.size(); ++i) sums[slot[i]].wall_ns += phase_spans[i].second - phase_spans[i].first;
+  total.wall_ns = t_end - t_begin;
   for (const auto& e : events) {
-    for (PhaseSums* s : {&sums[e.phase], &sums[P]}) {
+    for (PhaseSums* s : {&sums[slot[e.phase]], &total}) {
       switch (e.kind) {
         case Kind::kHostOp:
           ++s->all_ops;
@@ -268,64 +279,33 @@ json OpProfile::finish(const std::string& dir, const std::string& label) {
       }
     }
   }
-  auto phase_json = [&](const std::string& name, int64_t wall_ns, const PhaseSums& s) {
+  auto phase_json = [&](const std::string& name, const PhaseSums& s) {
     const int64_t busy = busy_ns(s.device_spans);
-    json j = {{"phase", name},
-              {"wall_s", wall_ns * 1e-9},
-              {"host_ops", s.host_ops},
-              {"host_ops_s", s.host_ops_ns * 1e-9},
-              {"all_ops", s.all_ops},
-              {"device_events", s.kernels},
-              {"device_busy_s", busy * 1e-9},
-              {"device_busy_share", wall_ns > 0 ? static_cast<double>(busy) / static_cast<double>(wall_ns) : 0.0},
-              {"kernel_launches", s.launches},
-              {"host_syncs", s.syncs},
-              {"host_sync_s", s.sync_ns * 1e-9},
-              {"top_ops_by_self_time", top_by_time(s.op_self, 12)},
-              {"top_device_events", top_by_time(s.kernel_time, 12)}};
-    return j;
+    return json{{"phase", name},
+                {"wall_s", s.wall_ns * 1e-9},
+                {"host_ops", s.host_ops},
+                {"host_ops_s", s.host_ops_ns * 1e-9},
+                {"all_ops", s.all_ops},
+                {"device_events", s.kernels},
+                {"device_busy_s", busy * 1e-9},
+                {"device_busy_share", s.wall_ns > 0 ? static_cast<double>(busy) / static_cast<double>(s.wall_ns) : 0.0},
+                {"kernel_launches", s.launches},
+                {"host_syncs", s.syncs},
+                {"host_sync_s", s.sync_ns * 1e-9},
+                {"top_ops_by_self_time", top_by_time(s.op_self, 12)},
+                {"top_device_events", top_by_time(s.kernel_time, 12)}};
   };
   json phases = json::array();
-  std::map<std::string, size_t> merged;  // a phase marked several times is reported once
-  std::vector<std::string> order;
-  std::vector<int64_t> walls;
-  std::vector<PhaseSums> merged_sums;
-  for (size_t i = 0; i < P; ++i) {
-    const int64_t wall = phase_spans[i].second - phase_spans[i].first;
-    if (i == unmarked && sums[i].all_ops == 0 && sums[i].kernels == 0) continue;
-    auto [it, fresh] = merged.emplace(phase_names[i], order.size());
-    if (fresh) {
-      order.push_back(phase_names[i]);
-      walls.push_back(0);
-      merged_sums.emplace_back();
-    }
-    const size_t m = it->second;
-    walls[m] += wall;
-    PhaseSums& t = merged_sums[m];
-    const PhaseSums& s = sums[i];
-    t.host_ops += s.host_ops;
-    t.host_ops_ns += s.host_ops_ns;
-    t.all_ops += s.all_ops;
-    t.kernels += s.kernels;
-    t.launches += s.launches;
-    t.syncs += s.syncs;
-    t.sync_ns += s.sync_ns;
-    t.device_spans.insert(t.device_spans.end(), s.device_spans.begin(), s.device_spans.end());
-    for (const auto& [k, v] : s.op_self) {
-      t.op_self[k].count += v.count;
-      t.op_self[k].ns += v.ns;
-    }
-    for (const auto& [k, v] : s.kernel_time) {
-      t.kernel_time[k].count += v.count;
-      t.kernel_time[k].ns += v.ns;
-    }
+  for (size_t m = 0; m < order.size(); ++m) {
+    const PhaseSums& s = sums[m];
+    if (order[m] == "unmarked" && s.all_ops == 0 && s.kernels == 0) continue;  // nothing after the last mark
+    phases.push_back(phase_json(order[m], s));
   }
-  for (size_t m = 0; m < order.size(); ++m) phases.push_back(phase_json(order[m], walls[m], merged_sums[m]));
   json summary = {{"label", label},
                   {"torch_version", TORCH_VERSION},
                   {"events", events.size()},
                   {"phases", phases},
-                  {"total", phase_json("total", t_end - t_begin, sums[P])},
+                  {"total", phase_json("total", total)},
                   {"how_to_read",
                    "host_ops: top-level ATen ops the host dispatched; device_busy_share: the share of the wall "
                    "time some GPU kernel or copy ran (near 1: GPU-bound; low with many host_ops: launch-bound; "
@@ -343,7 +323,7 @@ json OpProfile::finish(const std::string& dir, const std::string& label) {
   };
   // A 7B decode step is thousands of ops: the trace keeps the first events of each phase (enough
   // to see its steps' rhythm) and the summary counts all of them.
-  std::vector<int64_t> kept_in_phase(P, 0);
+  std::vector<int64_t> kept_in_phase(phase_names.size(), 0);
   int64_t dropped = 0;
   for (const auto& e : events) {
     if (kept_in_phase[e.phase]++ >= kTraceEventsPerPhase) {
