@@ -57,7 +57,8 @@ json PairsConfig::to_json() const {
   j["max_length"] = max_length;
   j["min_new_tokens"] = min_new_tokens;
   j["reference_batch"] = reference_batch;
-  j["decoding"] = {{"fixed_cache", decoding.fixed_cache}, {"cuda_graphs", decoding.cuda_graphs}};
+  j["decoding"] = {{"fixed_cache", decoding.fixed_cache ? json(*decoding.fixed_cache) : json("auto")},
+                   {"cuda_graphs", decoding.cuda_graphs}};
   return j;
 }
 
@@ -143,6 +144,9 @@ void check_known_keys(const json& user, const json& defaults, const std::string&
         throw InputError(path, "key '" + name + "' must be an integer, got " + value.dump());
     } else if (d.is_boolean()) {
       if (!value.is_boolean()) throw InputError(path, "key '" + name + "' must be true or false, got " + value.dump());
+    } else if (d.is_string() && d == "auto") {  // true, false or "auto" (decided per device)
+      if (!value.is_boolean() && value != "auto")
+        throw InputError(path, "key '" + name + "' must be true, false or auto, got " + value.dump());
     } else if (d.is_string()) {
       if (!value.is_string()) throw InputError(path, "key '" + name + "' must be text, got " + io::json_type_name(value));
     }
@@ -211,7 +215,11 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
   c.min_new_tokens = j.value("min_new_tokens", 0);  // absent from configs written before it
   c.reference_batch = j.value("reference_batch", 0);
   const json decoding = j.value("decoding", json::object());  // absent from configs written before it
-  c.decoding.fixed_cache = decoding.value("fixed_cache", false);
+  if (const json fc = decoding.value("fixed_cache", json("auto")); fc.is_boolean()) {
+    c.decoding.fixed_cache = fc.get<bool>();
+  } else if (!(fc.is_string() && fc.get<std::string>() == "auto")) {
+    throw InputError(path, "key 'decoding.fixed_cache' must be true, false or auto, got " + fc.dump());
+  }
   c.decoding.cuda_graphs = decoding.value("cuda_graphs", false);
 
   // Values that parse but mean nothing.

@@ -77,7 +77,7 @@ TEST_F(TinyLlava, ContrastiveStepsTwoContextsTogether) {
   const double alpha = 0.5;
   std::vector<torch::Tensor> seen;
   auto combine = [&](const torch::Tensor& logits) {
-    seen.push_back(logits.clone());
+    seen.push_back(logits.cpu().clone());  // the combiner gets the device's logits
     return (1 + alpha) * logits.select(1, 0) - alpha * logits.select(1, 1);
   };
   infer::SamplingConfig cfg;
