@@ -144,11 +144,12 @@ void check_known_keys(const json& user, const json& defaults, const std::string&
         throw InputError(path, "key '" + name + "' must be an integer, got " + value.dump());
     } else if (d.is_boolean()) {
       if (!value.is_boolean()) throw InputError(path, "key '" + name + "' must be true or false, got " + value.dump());
-    } else if (d.is_string() && d == "auto") {  // true, false or "auto" (decided per device)
-      if (!value.is_boolean() && value != "auto")
-        throw InputError(path, "key '" + name + "' must be true, false or auto, got " + value.dump());
     } else if (d.is_string()) {
-      if (!value.is_string()) throw InputError(path, "key '" + name + "' must be text, got " + io::json_type_name(value));
+      // decoding.fixed_cache is a switch that may also be "auto" (decided per device); its reader
+      // checks the text.
+      const bool auto_switch = ends_with(name, "decoding.fixed_cache");
+      if (!value.is_string() && !(auto_switch && value.is_boolean()))
+        throw InputError(path, "key '" + name + "' must be text, got " + io::json_type_name(value));
     }
   }
 }

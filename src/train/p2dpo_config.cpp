@@ -28,7 +28,7 @@ json P2DpoTrainConfig::to_json() const {
       {"data", {{"kept_only", kept_only}, {"limit", limit}, {"external_prompt", external_prompt}}},
       {"runtime",
        {{"share_prefixes", share_prefixes}, {"split_cost_positions", split_cost_positions},
-        {"feature_cache_mb", feature_cache_mb}, {"dtype", dtype},
+        {"feature_cache_mb", feature_cache_mb}, {"prefetch_images", prefetch_images}, {"dtype", dtype},
         {"recompute_layers", recompute_layers}, {"reference_check_tolerance", reference_check_tolerance},
         {"grad_backend", grad_backend}}},
   };
@@ -83,6 +83,7 @@ P2DpoTrainConfig from_resolved(const json& j, const std::string& path) {
   c.share_prefixes = r.at("share_prefixes");
   c.split_cost_positions = r.value("split_cost_positions", int64_t{64});  // absent from configs written before it
   c.feature_cache_mb = r.at("feature_cache_mb");
+  c.prefetch_images = r.value("prefetch_images", true);  // absent from configs written before it
   c.dtype = r.at("dtype");
   c.recompute_layers = r.at("recompute_layers");
   c.reference_check_tolerance = r.at("reference_check_tolerance");

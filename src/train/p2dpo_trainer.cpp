@@ -7,7 +7,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <future>
 #include <map>
+#include <memory>
 #include <optional>
 
 #include "image/decode.h"
@@ -57,11 +59,20 @@ ScoredSequence make_sequence(const models::VisionLanguageModel& model, const std
   return s;
 }
 
-PairInputs build_pair_inputs(models::VisionLanguageModel& model, const TrainingPair& p, bool p2dpo_views) {
+// The host half of a pair's inputs: its views' pixels and every role's token ids. A pure
+// function of the pair, built on a worker thread ahead of the step that needs it.
+struct HostPairInputs {
+  std::vector<models::PreparedImage> views;
+  std::array<ScoredSequence, kRoles> seqs;
+  std::array<bool, kRoles> present{};
+};
+
+HostPairInputs prepare_pair_host(const models::VisionLanguageModel& model, const TrainingPair& p, bool p2dpo_views) {
   torch::NoGradGuard no_grad;
-  PairInputs in;
+  HostPairInputs in;
   const image::ImageU8 img = image::decode_image_file(p.image_path);
-  std::vector<models::PreparedImage> views{model.prepare_image(img)};
+  std::vector<models::PreparedImage>& views = in.views;
+  views.push_back(model.prepare_image(img));
   int64_t crop_i = -1, deg_i = -1, noise_i = -1;
   try {
     if (p.has_focus && p2dpo_views) {
@@ -77,7 +88,6 @@ PairInputs build_pair_inputs(models::VisionLanguageModel& model, const TrainingP
   } catch (const std::invalid_argument& e) {
     throw InputError(p.source, std::string("cannot rebuild the pair's views: ") + e.what());
   }
-  in.features = model.encode_images(views);
   auto add = [&](Role r, const std::string& prompt, const std::string& y, std::vector<int64_t> idx) {
     std::vector<models::PreparedImage> imgs;
     for (int64_t i : idx) imgs.push_back(views[static_cast<size_t>(i)]);
@@ -98,34 +108,75 @@ PairInputs build_pair_inputs(models::VisionLanguageModel& model, const TrainingP
     add(kRobustChosen, p.prompt, p.robust_chosen, {noise_i});
     add(kRobustRejected, p.prompt, p.robust_rejected, {noise_i});
   }
-  in.bytes = in.features.numel() * static_cast<int64_t>(in.features.element_size());
   return in;
 }
 
-// Frozen per-pair inputs kept across epochs up to a byte budget. Values never depend on whether
-// they came from the cache (each pair is built alone), so resume stays bit-identical.
+// The device half: the views through the frozen vision tower and projector.
+std::shared_ptr<const PairInputs> encode_pair(models::VisionLanguageModel& model, HostPairInputs host) {
+  torch::NoGradGuard no_grad;
+  auto in = std::make_shared<PairInputs>();
+  in->features = model.encode_images(host.views);
+  in->seqs = std::move(host.seqs);
+  in->present = host.present;
+  in->bytes = in->features.numel() * static_cast<int64_t>(in->features.element_size());
+  return in;
+}
+
+// Frozen per-pair inputs kept across epochs up to a byte budget, and the next micro-batch's host
+// halves prepared on a worker thread while the current one trains. Values never depend on whether
+// they came from the cache or the worker (each pair is built alone), so resume stays bit-identical.
 class PairInputCache {
  public:
   PairInputCache(models::VisionLanguageModel& model, const std::vector<TrainingPair>& data, bool p2dpo_views, int64_t budget_bytes)
       : model_(model), data_(data), p2dpo_views_(p2dpo_views), budget_(budget_bytes) {}
-  const PairInputs& get(int64_t i) {
-    if (auto it = cache_.find(i); it != cache_.end()) return it->second;
-    PairInputs in = build_pair_inputs(model_, data_[static_cast<size_t>(i)], p2dpo_views_);
-    if (used_ + in.bytes <= budget_) {
-      used_ += in.bytes;
-      return cache_.emplace(i, std::move(in)).first->second;
+
+  // One entry per index, each alive as long as the caller holds it (cached or not).
+  std::vector<std::shared_ptr<const PairInputs>> get_batch(const std::vector<int64_t>& indices) {
+    std::map<int64_t, HostPairInputs> prefetched = take_prefetched();
+    std::vector<std::shared_ptr<const PairInputs>> out;
+    for (int64_t i : indices) {
+      if (auto it = cache_.find(i); it != cache_.end()) {
+        out.push_back(it->second);
+        continue;
+      }
+      auto h = prefetched.find(i);
+      HostPairInputs host = h != prefetched.end() ? std::move(h->second) : prepare_pair_host(model_, pair(i), p2dpo_views_);
+      if (h != prefetched.end()) prefetched.erase(h);
+      auto in = encode_pair(model_, std::move(host));
+      if (used_ + in->bytes <= budget_) {
+        used_ += in->bytes;
+        cache_.emplace(i, in);
+      }
+      out.push_back(std::move(in));
     }
-    scratch_ = std::move(in);
-    return scratch_;
+    return out;
+  }
+
+  // Starts building the host halves of `indices` (those not cached) on a worker thread; the next
+  // get_batch collects them (and rethrows what building them threw, e.g. a corrupt image).
+  void prefetch(const std::vector<int64_t>& indices) {
+    take_prefetched();  // at most one batch in flight
+    std::vector<int64_t> todo;
+    for (int64_t i : indices)
+      if (!cache_.count(i)) todo.push_back(i);
+    if (todo.empty()) return;
+    pending_ = std::async(std::launch::async, [this, todo] {
+      std::map<int64_t, HostPairInputs> built;
+      for (int64_t i : todo) built.emplace(i, prepare_pair_host(model_, pair(i), p2dpo_views_));
+      return built;
+    });
   }
 
  private:
+  const TrainingPair& pair(int64_t i) const { return data_[static_cast<size_t>(i)]; }
+  std::map<int64_t, HostPairInputs> take_prefetched() { return pending_.valid() ? pending_.get() : std::map<int64_t, HostPairInputs>{}; }
+
   models::VisionLanguageModel& model_;
   const std::vector<TrainingPair>& data_;
   bool p2dpo_views_;
   int64_t budget_, used_ = 0;
-  std::map<int64_t, PairInputs> cache_;
-  PairInputs scratch_;
+  std::map<int64_t, std::shared_ptr<const PairInputs>> cache_;
+  std::future<std::map<int64_t, HostPairInputs>> pending_;  // last: destroyed (joined) first
 };
 
 // Scores `roles` of every pair of a micro-batch in one multi-view call; returns role -> [B] sums
@@ -217,12 +268,14 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
     const json manifest = read_checkpoint_manifest(*latest);
     json saved = manifest.value("extra", json::object()).value("config", json());
     // Keys added since that run started are compared as this run has them; how gradients are summed
-    // across ranks changes nothing but float rounding, so a run may resume with another backend.
+    // across ranks changes nothing but float rounding, and where pairs' inputs are built and kept
+    // changes nothing at all, so a run may resume with other values of those.
     // (How rows split into forwards is part of a run: LoRA dropout draws its masks per forward.)
     if (saved.is_object()) {
       json filled = resolved;
       filled.merge_patch(saved);
-      filled["runtime"]["grad_backend"] = resolved["runtime"]["grad_backend"];
+      for (const char* free_key : {"grad_backend", "feature_cache_mb", "prefetch_images"})
+        filled["runtime"][free_key] = resolved["runtime"][free_key];
       saved = filled;
     }
     if (saved != resolved)
@@ -267,6 +320,15 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
     reference_roles.insert(reference_roles.end(), {kRobustChosen, kRobustRejected});
   }
 
+  // This rank's first micro-batch of the step after `step` (none after the last), read from a copy
+  // of the sampler so that its position moves only when that step starts.
+  auto first_micro_batch_after = [&](const EpochSampler& current, int64_t steps_done) -> std::vector<int64_t> {
+    if (steps_done >= total_steps) return {};
+    EpochSampler peek = current;
+    const auto micros = split_micro_batches(shard_batch(peek.next_batch(plan.effective_batch()), rank, world), plan.micro_batch_size);
+    return micros.empty() ? std::vector<int64_t>{} : micros.front();
+  };
+
   // ---- loop: one iteration = one optimizer step ----
   bool reference_checked = latest.has_value() || recompute;
   while (state.step < total_steps) {
@@ -284,9 +346,14 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
     models::SyncedLap phase_lap(model.device().is_cuda());
     auto phase_end = [&](const char* name) { phase_s[name] += phase_lap.next(name); };
 
-    for (const auto& micro : split_micro_batches(mine, plan.micro_batch_size)) {
+    const std::vector<std::vector<int64_t>> micros = split_micro_batches(mine, plan.micro_batch_size);
+    for (size_t j = 0; j < micros.size(); ++j) {
+      const std::vector<int64_t>& micro = micros[j];
+      const auto held = inputs.get_batch(micro);
+      // The next micro-batch's images and tokens are prepared while this one runs on the model.
+      if (cfg.prefetch_images) inputs.prefetch(j + 1 < micros.size() ? micros[j + 1] : first_micro_batch_after(sampler, state.step + 1));
       std::vector<const PairInputs*> batch;
-      for (int64_t i : micro) batch.push_back(&inputs.get(i));
+      for (const auto& in : held) batch.push_back(in.get());
       const int64_t B = static_cast<int64_t>(batch.size());
       MultiViewStats stats;
 

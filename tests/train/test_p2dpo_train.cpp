@@ -310,6 +310,26 @@ TEST(TrainP2Dpo, ActivationRecomputationTrainsIdentically) {
   }
 }
 
+TEST(TrainP2Dpo, FeatureCacheBudgetAndPrefetchChangeNothing) {
+  // Four pairs per forward with no room for cached features (every pair's inputs built for its
+  // step), and with the next micro-batch's images prepared on a worker thread or not: the same
+  // adapter as the default, to the bit. (Pairs beyond the budget once shared one scratch slot, so a
+  // micro-batch past it trained four copies of its last pair.)
+  auto model = models::load_model(world_model());
+  P2DpoTrainConfig cfg = small_config();
+  cfg.max_steps = 2;
+  const std::string cached = test::scratch_dir("train_cache_default"), uncached = test::scratch_dir("train_cache_none"),
+                    serial = test::scratch_dir("train_no_prefetch");
+  train_p2dpo(*model, cfg, options(cached));
+  cfg.feature_cache_mb = 0;
+  train_p2dpo(*model, cfg, options(uncached));
+  EXPECT_EQ(max_abs_diff(adapter_of(cached), adapter_of(uncached)), 0.0);
+  cfg.prefetch_images = false;
+  train_p2dpo(*model, cfg, options(serial));
+  EXPECT_EQ(max_abs_diff(adapter_of(cached), adapter_of(serial)), 0.0);
+  EXPECT_EQ(metrics_of(cached).back().at("loss"), metrics_of(serial).back().at("loss"));
+}
+
 TEST(TrainP2Dpo, PlainDpoOnExternalPairs) {
   auto model = models::load_model(world_model());
   PairDataOptions po;
