@@ -12,14 +12,16 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
   pairs    `p2dpo pairs` on the 7B (bench/gpu/pairs-bench.yaml: every answer 64 tokens), with its time
            by stage and an op profile of its second batch (`--profile`: host ops and GPU busy share
            per stage); pairs_attn8 the same with the batch's attention maps in one forward;
-           pairs_fast with those and CUDA-graph decoding (bench/gpu/pairs-bench-fast.yaml).
+           pairs_fast with those and CUDA-graph decoding (bench/gpu/pairs-bench-fast.yaml);
+           pairs_growing (optional) decoding on growing KV caches (frozen ones are CUDA's default).
   peft     a p2dpo adapter trained on the small model, loaded by `PeftModel.from_pretrained`:
            PEFT's log-probs vs p2dpo's (`score --adapter`), and `p2dpo merge` loaded by HF vs
            PEFT's merge_and_unload.
   train    `p2dpo train` on the 7B (bench/gpu/train-bench.yaml) against HF + PEFT with the same
            loss, batch and lengths (hf_p2dpo.py train): step time and peak GPU memory of each, and
            an op profile of p2dpo's step 2; train_mb4 p2dpo with four pairs per forward and layer
-           recomputation (bench/gpu/train-bench-mb4.yaml).
+           recomputation (bench/gpu/train-bench-mb4.yaml, the 7B recipe's setting); train_mb4_serial
+           the same without the worker thread that builds the next micro-batch's images.
   hf_pairs the same pair-generation steps with HF transformers (hf_p2dpo.py pairs), with a
            torch.profiler summary of its second batch by stage.
 Profile summaries go to profiles.json beside --out (one file: the device tool returns few files).
@@ -153,7 +155,7 @@ def main():
     ap.add_argument("--bench-decode", help="the CUDA build's bench_decode binary (decode stage)")
     ap.add_argument("--hf-profile", action="store_true",
                     help="torch.profiler on HF's second pair batch (its Python summary takes minutes; off by default)")
-    ap.add_argument("--stages", default="models,decode,pairs,pairs_fast,train,train_mb4,hf_pairs")
+    ap.add_argument("--stages", default="models,pairs,pairs_fast,hf_pairs,train,train_mb4,train_mb4_serial,decode")
     args = ap.parse_args()
     T0 = time.time()
     os.makedirs(args.work, exist_ok=True)
@@ -286,6 +288,9 @@ def main():
     def pairs_attn8():
         return pairs_variant("pairs-bench-attn8.yaml", os.path.join(W, "ours-pairs-attn8"))
 
+    def pairs_growing():
+        return pairs_variant("pairs-bench-growing.yaml", os.path.join(W, "ours-pairs-growing"))
+
     def pairs_fast():
         # Not profiled: CUPTI and CUDA-graph capture are known to fail together (p2dpo turns graphs
         # off while a profile records), and this stage is here to time the graphs.
@@ -368,6 +373,15 @@ def main():
         if ours.get("step_seconds") and hf_step:
             ours["summary"] = {"ours_step_s": steady_median(ours["step_seconds"]), "hf_peft_step_s_from_train_stage": hf_step,
                                "step_rate_ratio": hf_step / steady_median(ours["step_seconds"])}
+        return ours
+
+    def train_mb4_serial():
+        # Without the worker thread that builds the next micro-batch's images: what the prefetch saves.
+        ours = ours_train("train-bench-mb4-serial.yaml", os.path.join(W, "ours-train-mb4-serial"), os.path.join(W, "profile-train-mb4-serial"))
+        prefetched = (res["stages"].get("train_mb4") or {}).get("step_seconds")
+        if ours.get("step_seconds") and prefetched:
+            ours["summary"] = {"serial_step_s": steady_median(ours["step_seconds"]), "prefetch_step_s": steady_median(prefetched),
+                               "prefetch_speedup": steady_median(ours["step_seconds"]) / steady_median(prefetched)}
         return ours
 
     def peak_or(d):
@@ -461,7 +475,9 @@ def main():
     stage("hf_pairs", hf_pairs, min_left=60)
     stage("train", train, min_left=90)
     stage("train_mb4", train_mb4, min_left=50)
-    stage("decode", decode, min_left=50)
+    stage("train_mb4_serial", train_mb4_serial, min_left=40)
+    stage("decode", decode, min_left=40)
+    stage("pairs_growing", pairs_growing, min_left=70)
     stage("peft", peft_check, min_left=40)
     stage("ddp", ddp, min_left=30)
     res["total_seconds"] = time.time() - T0

@@ -11,8 +11,8 @@
 #    torchrun training (ddp), the batched attention pass alone (pairs_attn8).
 set -u
 OUTDIR=${1:?usage: run_p2dpo.sh OUTDIR [BUDGET_S]}
-BUDGET=${2:-420}
-STAGES=${3:-parity,models,decode,pairs,pairs_fast,train,train_mb4,hf_pairs}
+BUDGET=${2:-520}
+STAGES=${3:-parity,models,pairs,pairs_fast,hf_pairs,train,train_mb4,train_mb4_serial,decode}
 mkdir -p "$OUTDIR"
 exec > >(tee "$OUTDIR/run_p2dpo.log") 2>&1
 SECONDS=0
