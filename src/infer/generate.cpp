@@ -121,7 +121,8 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
     warned = true;
     graphs = false;
   }
-  const bool freeze = cfg.use_cache && (cfg.fixed_cache || graphs) && cfg.max_new_tokens > 1;
+  const bool fixed = cfg.fixed_cache.value_or(model.device().is_cuda());
+  const bool freeze = cfg.use_cache && (fixed || graphs) && cfg.max_new_tokens > 1;
   std::unique_ptr<DecodeGraph> graph;
   for (int step = 0; step < cfg.max_new_tokens; ++step) {
     models::ForwardOutput out;

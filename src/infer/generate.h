@@ -25,8 +25,10 @@ struct SamplingConfig {
   std::vector<int64_t> eos_token_ids;  // empty = the model's
   bool use_cache = true;               // false recomputes the whole sequence each step (benchmarks)
   // After the prompt's forward, freeze the cache to fixed shapes (VisionLanguageModel::freeze_cache):
-  // the same tokens, to float rounding, with every step's shapes and addresses constant.
-  bool fixed_cache = false;
+  // the same tokens, to float rounding, with every step's shapes and addresses constant. Unset: on
+  // for CUDA models (a 7B step of 16 rows took 18 instead of 70 ms on an H200, bench/README.md GPU
+  // run 6), off on the CPU (slower there for the world model, whose attention then spans the buffer).
+  std::optional<bool> fixed_cache;
   // On a CUDA model, replay each step of a frozen cache as one CUDA graph (infer/decode_graph.h);
   // implies fixed_cache there. Ignored on the CPU.
   bool cuda_graphs = false;

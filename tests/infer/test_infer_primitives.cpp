@@ -255,6 +255,7 @@ TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
   infer::SamplingConfig cfg;
   cfg.max_new_tokens = 40;
   cfg.stop_on_eos = false;
+  cfg.fixed_cache = false;  // the reference: a growing cache (CUDA models freeze theirs by default)
   infer::GenerationRequest req{ids_, model_->encode_images(images_), std::nullopt};
   infer::GenerationRequest shorter{std::vector<int64_t>(ids_.begin(), ids_.end() - 3), req.image_features, std::nullopt};
   auto compare = [](const std::vector<infer::GenerationResult>& a, const std::vector<infer::GenerationResult>& b) {
