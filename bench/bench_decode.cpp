@@ -3,9 +3,10 @@
 // the same inputs). Works on CPU too (that is how it is tested without a GPU):
 //   ./build/bench_decode --model DIR [--device cuda] [--dtype bf16] [--image PNG]
 //       [--new-tokens 128] [--repeats 3] [--long-context 2048] [--out FILE.json] [--dump DIR]
-//       [--rows 16] [--modes growing,fixed,graphs]
-// --modes times decoding with the growing KV cache (the default path), a frozen one and, on CUDA,
-// CUDA graphs over it (infer::SamplingConfig), all at --rows identical prompts, in this process;
+//       [--rows 16] [--modes growing,growing_nocudnn,fixed,graphs]
+// --modes times decoding with the growing KV cache (the CPU's default), the same with PyTorch's
+// cuDNN attention backend turned off (CUDA, PyTorch >= 2.4), a frozen cache (CUDA's default) and,
+// on CUDA, CUDA graphs over it (infer::SamplingConfig), all at --rows identical prompts, in this process;
 // `decoding_modes` reports each one's ms per step, its ratio to the growing cache and whether its
 // greedy tokens equal the growing cache's.
 // --dump writes the exact inputs (prompt ids, pixel values) and our outputs (prefill logits of the
@@ -14,6 +15,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 #include <torch/version.h>
+#include <ATen/Context.h>
 
 #include <algorithm>
 #include <chrono>
@@ -36,7 +38,7 @@ namespace {
 struct Args {
   std::string model, device = "cpu", dtype = "fp32", image, out, dump;
   int new_tokens = 128, repeats = 3, long_context = 2048, long_new_tokens = 32, rows = 1;
-  std::string modes = "growing,fixed,graphs";
+  std::string modes = "growing,growing_nocudnn,fixed,graphs";
 };
 
 Args parse(int argc, char** argv) {
@@ -105,6 +107,20 @@ std::pair<double, torch::Tensor> prefill(models::LlavaModel& m, const std::vecto
   auto out = m.forward(in);
   auto logits = out.logits.to(torch::kCPU);  // the host read a generation step would make
   return {seconds_since(t0), logits.view({-1})};
+}
+
+// Whether scaled_dot_product_attention may pick cuDNN's kernels. On sm90, PyTorch 2.x can route it
+// to cuDNN, which builds an execution plan per new shape, and a growing cache gives every decoding
+// step a new key length: the suspect for growing-cache steps of 70 ms where a frozen cache's took
+// 18 (H200, bench/README.md GPU run 6). Returns false where this PyTorch has no such switch.
+bool set_cudnn_attention(bool on) {
+#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+  at::globalContext().setSDPUseCuDNN(on);
+  return true;
+#else
+  (void)on;
+  return false;
+#endif
 }
 
 // generate() end to end: encode + prefill + n tokens, EOS ignored so every run has n tokens.
@@ -225,9 +241,10 @@ int main(int argc, char** argv) try {
   // (and, with graphs, the capture), so the per-step time comes from the n- minus 2-token runs.
   json modes = json::object();
   json growing;
-  for (const std::string mode : {"growing", "fixed", "graphs"}) {
+  for (const std::string mode : {"growing", "growing_nocudnn", "fixed", "graphs"}) {
     if (("," + a.modes + ",").find("," + mode + ",") == std::string::npos) continue;
     if (mode == "graphs" && !(dev.is_cuda() && infer::decode_graphs_available())) continue;
+    if (mode == "growing_nocudnn" && !(dev.is_cuda() && set_cudnn_attention(false))) continue;
     Decoding d;
     d.rows = a.rows;
     d.fixed_cache = mode == "fixed";
@@ -254,6 +271,7 @@ int main(int argc, char** argv) try {
       j["same_greedy_tokens_as_growing"] = tokens == growing["greedy_tokens"].get<std::vector<int64_t>>();
     }
     modes[mode] = j;
+    if (mode == "growing_nocudnn") set_cudnn_attention(true);
   }
   result["decoding_modes"] = modes;
 

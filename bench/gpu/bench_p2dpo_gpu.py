@@ -7,8 +7,9 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            32k-piece tokenizer of bench/gpu/tokenizer-32k), a random CLIP ViT-L/14-336 CLIPModel for
            CLIPScore, and a small fp32 LLaVA (7B widths, 2 layers) for exact checks; N synthetic
            640x480 images with open-ended questions.
-  decode   bench_decode on the 7B at 16 rows: ms per decoding step with the growing KV cache, a
-           frozen one and CUDA graphs over it (same process), and whether their greedy tokens agree.
+  decode   bench_decode on the 7B at 16 rows and at 1: ms per decoding step with the growing KV cache
+           (with and without PyTorch's cuDNN attention), a frozen one and CUDA graphs over it (same
+           process), and whether their greedy tokens agree.
   pairs    `p2dpo pairs` on the 7B (bench/gpu/pairs-bench.yaml: every answer 64 tokens), with its time
            by stage and an op profile of its second batch (`--profile`: host ops and GPU busy share
            per stage); pairs_attn8 the same with the batch's attention maps in one forward;
@@ -241,18 +242,25 @@ def main():
                     "bfloat16", "--json", "--quiet"] + (["--profile", profile] if profile else []))
 
     def decode():
+        # At 16 rows (the pairs' batches) and at 1 row (the batch-1 decode that took 86.7 ms a token
+        # on run 6 against 14 ms on the H100 before): growing cache with and without PyTorch's cuDNN
+        # attention backend, frozen cache, CUDA graphs.
         if not args.bench_decode:
             return {"skipped": "no --bench-decode binary"}
-        out = os.path.join(W, "decode.json")
-        rc, so, secs, peak = run([args.bench_decode, "--model", M7, "--device", "cuda", "--dtype", "bf16",
-                                  "--new-tokens", "32", "--repeats", "2", "--long-context", "0", "--rows", "16",
-                                  "--modes", "growing,fixed,graphs", "--out", out])
-        r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
-        if rc == 0:
-            d = json.load(open(out))
-            r["decoding_modes"] = {k: {kk: vv for kk, vv in v.items() if kk != "greedy_tokens"}
-                                   for k, v in d["decoding_modes"].items()}
-            r["batch1_sdpa_decode_ms"] = d.get("short_sdpa", {}).get("decode_ms_per_token")
+        r = {}
+        for rows in (16, 1):
+            out = os.path.join(W, f"decode-{rows}.json")
+            rc, so, secs, peak = run([args.bench_decode, "--model", M7, "--device", "cuda", "--dtype", "bf16",
+                                      "--new-tokens", "32", "--repeats", "2", "--long-context", "0", "--rows", str(rows),
+                                      "--modes", "growing,growing_nocudnn,fixed,graphs", "--out", out])
+            key = "decoding_modes" if rows == 16 else f"decoding_modes_{rows}_row"
+            r[key] = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
+            if rc == 0:
+                d = json.load(open(out))
+                r[key].update({k: {kk: vv for kk, vv in v.items() if kk != "greedy_tokens"}
+                               for k, v in d["decoding_modes"].items()})
+                if rows == 16:
+                    r["batch1_sdpa_decode_ms"] = d.get("short_sdpa", {}).get("decode_ms_per_token")
         return r
 
     def pairs():
