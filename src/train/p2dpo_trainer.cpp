@@ -245,6 +245,16 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
   const std::string ckpt_dir = (fs::path(opt.out_dir) / "checkpoints").string();
   model.set_activation_recomputation(cfg.recompute_layers);
   LoraAdapter lora = LoraAdapter::attach(model, cfg.lora, derive_seed(cfg.seed, 7));
+  // However the run ends, an error included, the model is left as it came: the base model (the
+  // adapter lives in adapter/), no recomputation; a caller may train it again.
+  struct RestoreModel {
+    LoraAdapter& lora;
+    models::VisionLanguageModel& model;
+    ~RestoreModel() {
+      lora.detach();
+      model.set_activation_recomputation(false);
+    }
+  } restore{lora, model};
   const std::map<std::string, torch::Tensor>& params = lora.parameters();
   for (const auto& [name, p] : params) p.requires_grad_(true);
   AdamW optimizer(params, cfg.adamw);
@@ -547,9 +557,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
                              {"elapsed_s", state.elapsed_s}});
     }
   }
-  lora.detach();  // the model is the base again; the adapter lives in adapter/
-  model.set_activation_recomputation(false);
-  return result;
+  return result;  // `restore` detaches the adapter
 }
 
 }  // namespace p2dpo::train

@@ -18,7 +18,10 @@
 #include "train/distributed.h"
 #include "train/p2dpo_config.h"
 #include "train/p2dpo_trainer.h"
+#include "train/grad.h"
 #include "train/pair_data.h"
+#include "train/rng.h"
+#include "train/sampler.h"
 #include "test_paths.h"
 #include "test_util.h"
 
@@ -328,6 +331,45 @@ TEST(TrainP2Dpo, FeatureCacheBudgetAndPrefetchChangeNothing) {
   train_p2dpo(*model, cfg, options(serial));
   EXPECT_EQ(max_abs_diff(adapter_of(cached), adapter_of(serial)), 0.0);
   EXPECT_EQ(metrics_of(cached).back().at("loss"), metrics_of(serial).back().at("loss"));
+}
+
+TEST(TrainP2Dpo, ACorruptImageInAPrefetchedMicroBatchNamesTheFile) {
+  // The second micro-batch's inputs are built on the worker thread while the first trains; a
+  // corrupt image there must fail the run as it does without the worker: same error, naming it.
+  PairDataOptions po;
+  po.images_dir = world_images();
+  const auto pairs = load_p2dpo_pairs(world_pairs(), po);
+  P2DpoTrainConfig cfg = small_config();
+  cfg.max_steps = 1;
+  EpochSampler sampler(static_cast<int64_t>(pairs.size()), derive_seed(cfg.seed, 3));  // the trainer's
+  const auto micros = split_micro_batches(sampler.next_batch(cfg.effective_batch), cfg.micro_batch_size);
+  ASSERT_EQ(micros.size(), 2u);
+  std::set<std::string> first_images;
+  for (int64_t i : micros[0]) first_images.insert(fs::path(pairs[static_cast<size_t>(i)].image_path).filename().string());
+  std::string victim;
+  for (int64_t i : micros[1]) {
+    const std::string name = fs::path(pairs[static_cast<size_t>(i)].image_path).filename().string();
+    if (!first_images.count(name)) victim = name;
+  }
+  ASSERT_FALSE(victim.empty()) << "every second-micro-batch image is also in the first";
+
+  const std::string dir = test::scratch_dir("train_corrupt_prefetch");
+  fs::copy(world_images(), dir + "/data", fs::copy_options::recursive);
+  for (const auto& e : fs::recursive_directory_iterator(dir + "/data"))
+    if (e.path().filename() == victim) std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << "not a png";
+  auto model = models::load_model(world_model());
+  std::string errors[2];
+  for (const bool prefetch : {true, false}) {
+    cfg.prefetch_images = prefetch;
+    auto o = options(dir + (prefetch ? "/run-prefetch" : "/run-serial"));
+    o.images_dir = dir + "/data";
+    errors[prefetch] = test::error_of([&] { train_p2dpo(*model, cfg, o); });
+    EXPECT_NE(errors[prefetch].find(victim), std::string::npos) << errors[prefetch];
+  }
+  EXPECT_EQ(errors[0], errors[1]);
+  // The failed runs left the model as it came: it trains again (no adapter left attached).
+  cfg.max_steps = 1;
+  EXPECT_EQ(train_p2dpo(*model, cfg, options(dir + "/run-clean")).steps_done, 1);
 }
 
 TEST(TrainP2Dpo, PlainDpoOnExternalPairs) {
