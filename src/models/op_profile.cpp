@@ -29,6 +29,9 @@ namespace tpi = torch::profiler::impl;
 using nlohmann::json;
 
 constexpr const char* kMarkPrefix = "p2dpo.phase_end:";
+// Recorded when the profile starts: the first phase begins there even when its work ran on other
+// threads, which the profiler does not follow (the pairs' per-sample image threads).
+constexpr const char* kStartMark = "p2dpo.profile_start";
 constexpr int64_t kTraceEventsPerPhase = 20000;
 
 // PyTorch 1.13 reports event times in microseconds (startUs, durationUs); 2.x in nanoseconds
@@ -113,6 +116,7 @@ OpProfile::OpProfile(bool cuda) {
   tap::prepareProfiler(config, activities);
   tap::enableProfiler(config, activities);
   active_ = true;
+  RECORD_USER_SCOPE(kStartMark);
 }
 
 OpProfile::~OpProfile() {
@@ -145,6 +149,7 @@ json OpProfile::finish(const std::string& dir, const std::string& label) {
     uint64_t order = 0;   // correlation id
   };
   std::vector<Mark> marks;
+  int64_t started = 0;
   for (const auto& k : result->events()) {
     Event e;
     e.name = k.name();
@@ -152,6 +157,10 @@ json OpProfile::finish(const std::string& dir, const std::string& label) {
     e.thread = k.startThreadId();
     e.device_index = static_cast<int>(k.deviceIndex());
     e.order = k.correlationId();
+    if (e.name == kStartMark) {
+      started = e.start;
+      continue;
+    }
     if (e.name.rfind(kMarkPrefix, 0) == 0) {
       marks.push_back({e.name.substr(std::string(kMarkPrefix).size()), e.start, e.order});
       continue;
@@ -177,7 +186,7 @@ json OpProfile::finish(const std::string& dir, const std::string& label) {
     ordered = ordered && marks[i].order > 0 && (i == 0 || marks[i].order > marks[i - 1].order) &&
               (i == 0 || marks[i].time >= marks[i - 1].time);
   if (!ordered) std::sort(marks.begin(), marks.end(), [](const Mark& a, const Mark& b) { return a.time < b.time; });
-  int64_t t_begin = marks.empty() ? 0 : marks.front().time, t_end = t_begin;
+  int64_t t_begin = started > 0 ? started : marks.empty() ? 0 : marks.front().time, t_end = t_begin;
   for (const auto& e : events) {
     if (t_begin == 0 || e.start < t_begin) t_begin = e.start;
     t_end = std::max(t_end, e.start + e.duration);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <future>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -339,16 +340,27 @@ infer::GenerationRequest request(models::VisionLanguageModel& model, const std::
   return r;
 }
 
+// Runs fn(i) for every sample of a batch, each on its own thread: a sample's image work (decoding,
+// preprocessing, crop, erase, noise) is a pure function of the sample, seeded per sample, so the
+// results are a serial loop's. The first failure in sample order is rethrown, as the loop would.
+template <typename Fn>
+void for_each_sample(size_t n, Fn fn) {
+  std::vector<std::future<void>> jobs;
+  jobs.reserve(n);
+  for (size_t i = 0; i < n; ++i) jobs.push_back(std::async(std::launch::async, [&fn, i] { fn(i); }));
+  for (auto& j : jobs) j.get();
+}
+
 std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer* clip, const PairsConfig& cfg,
                             const std::vector<const PromptSample*>& batch, const PairsRunOptions& opt,
                             const std::string& out_dir, std::map<std::string, double>* stage_seconds) {
   StageClock clock(model, stage_seconds);
-  std::vector<SampleWork> work;
-  for (const auto* s : batch) work.push_back(start_sample(model, *s, cfg, opt.images_dir));
+  std::vector<SampleWork> work(batch.size());
+  for_each_sample(batch.size(), [&](size_t i) { work[i] = start_sample(model, *batch[i], cfg, opt.images_dir); });
   clock.lap("decode_and_preprocess");
   attention_grids(model, work, cfg, stage_seconds);
   clock.lap("attention");
-  for (auto& w : work) finish_sample(model, w, cfg);
+  for_each_sample(work.size(), [&](size_t i) { finish_sample(model, work[i], cfg); });
   clock.lap("views");
   torch::NoGradGuard no_grad;
   // Each sample's four views, encoded once: rows 0 I, 1 I_crop, 2 I_deg, 3 I_noise.
