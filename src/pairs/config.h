@@ -42,13 +42,10 @@ struct AttentionConfig {
 // How the generations decode; the records are the same to float rounding either way, so a run may
 // resume with other values.
 struct DecodingConfig {
-  // Freeze each batch's KV cache after its prompt (infer::SamplingConfig). Unset ("auto"): on for
-  // CUDA devices, where a 7B decoding step of 16 rows took 18 ms instead of 70 ms with the growing
-  // cache (H200, bench/results/gpu_h200_p2dpo_run6_train_decode.json); off on the CPU, where the world
-  // model's steps were slower over the whole buffer.
+  // Freeze each batch's KV cache after its prompt. Unset ("auto"): infer::SamplingConfig's rule,
+  // on for CUDA devices, off on the CPU (bench/README.md, GPU run 6).
   std::optional<bool> fixed_cache;
   bool cuda_graphs = false;  // on CUDA, replay each decoding step as one CUDA graph (implies fixed_cache)
-  bool fixed_cache_on(bool cuda_device) const { return fixed_cache.value_or(cuda_device); }
 };
 
 struct CropConfig {

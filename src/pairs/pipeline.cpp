@@ -380,7 +380,7 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   infer::SamplingConfig focus_cfg;  // greedy unless focus.temperature > 0
   focus_cfg.max_new_tokens = cfg.focus.max_new_tokens;
   focus_cfg.min_new_tokens = cfg.min_new_tokens;
-  focus_cfg.fixed_cache = cfg.decoding.fixed_cache_on(model.device().is_cuda());
+  focus_cfg.fixed_cache = cfg.decoding.fixed_cache;  // unset: generate() decides by device
   focus_cfg.cuda_graphs = cfg.decoding.cuda_graphs;
   focus_cfg.temperature = cfg.focus.temperature;
   focus_cfg.top_p = cfg.focus.top_p;
@@ -417,7 +417,7 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   loser_cfg.top_p = cfg.robust.loser_top_p;
   loser_cfg.max_new_tokens = cfg.robust.loser_max_new_tokens;
   loser_cfg.min_new_tokens = cfg.min_new_tokens;
-  loser_cfg.fixed_cache = cfg.decoding.fixed_cache_on(model.device().is_cuda());
+  loser_cfg.fixed_cache = cfg.decoding.fixed_cache;  // unset: generate() decides by device
   loser_cfg.cuda_graphs = cfg.decoding.cuda_graphs;
   const auto losers = infer::generate(model, loser_req, loser_cfg);
   clock.lap("robust_loser_generation");
@@ -426,7 +426,7 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   ca_cfg.top_p = cfg.robust.top_p;
   ca_cfg.max_new_tokens = cfg.robust.max_new_tokens;
   ca_cfg.min_new_tokens = cfg.min_new_tokens;
-  ca_cfg.fixed_cache = cfg.decoding.fixed_cache_on(model.device().is_cuda());
+  ca_cfg.fixed_cache = cfg.decoding.fixed_cache;  // unset: generate() decides by device
   ca_cfg.cuda_graphs = cfg.decoding.cuda_graphs;
   ContrastiveConfig cac;
   cac.lambda = cfg.robust.lambda;

@@ -156,13 +156,13 @@ class PairInputCache {
   // get_batch collects them (and rethrows what building them threw, e.g. a corrupt image).
   void prefetch(const std::vector<int64_t>& indices) {
     take_prefetched();  // at most one batch in flight
-    std::vector<int64_t> todo;
+    std::vector<int64_t> uncached;
     for (int64_t i : indices)
-      if (!cache_.count(i)) todo.push_back(i);
-    if (todo.empty()) return;
-    pending_ = std::async(std::launch::async, [this, todo] {
+      if (!cache_.count(i)) uncached.push_back(i);
+    if (uncached.empty()) return;
+    pending_ = std::async(std::launch::async, [this, uncached] {
       std::map<int64_t, HostPairInputs> built;
-      for (int64_t i : todo) built.emplace(i, prepare_pair_host(model_, pair(i), p2dpo_views_));
+      for (int64_t i : uncached) built.emplace(i, prepare_pair_host(model_, pair(i), p2dpo_views_));
       return built;
     });
   }
