@@ -14,7 +14,9 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            by stage and an op profile of its second batch (`--profile`: host ops and GPU busy share
            per stage); pairs_attn8 the same with the batch's attention maps in one forward;
            pairs_fast with those and CUDA-graph decoding (bench/gpu/pairs-bench-fast.yaml);
-           pairs_growing (optional) decoding on growing KV caches (frozen ones are CUDA's default).
+           pairs_growing (optional) decoding on growing KV caches stage by stage, as run 6 (frozen
+           caches and two fused decoding loops are CUDA's defaults); pairs_unfused (optional) frozen
+           caches, stage by stage.
   peft     a p2dpo adapter trained on the small model, loaded by `PeftModel.from_pretrained`:
            PEFT's log-probs vs p2dpo's (`score --adapter`), and `p2dpo merge` loaded by HF vs
            PEFT's merge_and_unload.
@@ -299,6 +301,9 @@ def main():
     def pairs_growing():
         return pairs_variant("pairs-bench-growing.yaml", os.path.join(W, "ours-pairs-growing"))
 
+    def pairs_unfused():
+        return pairs_variant("pairs-bench-unfused.yaml", os.path.join(W, "ours-pairs-unfused"))
+
     def pairs_fast():
         # Not profiled: CUPTI and CUDA-graph capture are known to fail together (p2dpo turns graphs
         # off while a profile records), and this stage is here to time the graphs.
@@ -486,6 +491,7 @@ def main():
     stage("train_mb4_serial", train_mb4_serial, min_left=40)
     stage("decode", decode, min_left=40)
     stage("pairs_growing", pairs_growing, min_left=70)
+    stage("pairs_unfused", pairs_unfused, min_left=70)
     stage("peft", peft_check, min_left=40)
     stage("ddp", ddp, min_left=30)
     res["total_seconds"] = time.time() - T0

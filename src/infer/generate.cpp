@@ -69,48 +69,80 @@ Batch left_pad(const std::vector<std::vector<int64_t>>& seqs, const std::vector<
 
 }  // namespace
 
-std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel& model,
-                                                     const std::vector<std::vector<GenerationRequest>>& contexts,
-                                                     const LogitsCombiner& combine,
-                                                     const SamplingConfig& cfg) {
+namespace {
+
+// A group's place in the fused batch and how far it has decoded.
+struct GroupState {
+  int64_t N = 0, K = 0;
+  int64_t first_row = -1;  // -1: the group has no rows in the batch (no sequences, or no tokens to make)
+  std::vector<int64_t> eos;
+  std::vector<at::Generator> gens;  // per sequence, when sampling
+  std::vector<bool> finished;
+  bool done = true;
+};
+
+}  // namespace
+
+std::vector<std::vector<GenerationResult>> generate_groups(models::VisionLanguageModel& model,
+                                                           const std::vector<DecodeGroup>& groups) {
   torch::NoGradGuard no_grad;
-  const int64_t N = static_cast<int64_t>(contexts.size());
-  std::vector<GenerationResult> results(N);
-  if (N == 0) return results;
-  const int64_t K = static_cast<int64_t>(contexts[0].size());
-  for (const auto& c : contexts) {
-    if (static_cast<int64_t>(c.size()) != K || K == 0) throw std::invalid_argument("every sequence needs the same number (>0) of contexts");
-    for (const auto& r : c) if (r.prompt_ids.empty()) throw InputError("--prompt", "a prompt has no tokens");
-  }
-  if (cfg.max_new_tokens <= 0) return results;
+  std::vector<std::vector<GenerationResult>> results(groups.size());
+  std::vector<GroupState> state(groups.size());
   const auto& info = model.info();
-  const std::vector<int64_t> eos = cfg.eos_token_ids.empty() ? info.eos_token_ids : cfg.eos_token_ids;
   const int64_t pad_id = info.pad_token_id;
 
+  // The batch: every included group's contexts, group after group, sequence after sequence.
   std::vector<std::vector<int64_t>> seqs;
   std::vector<torch::Tensor> feats;
-  for (const auto& c : contexts)
-    for (const auto& r : c) {
-      seqs.push_back(r.prompt_ids);
-      feats.push_back(r.image_features);
+  const SamplingConfig* loop_cfg = nullptr;  // use_cache, fixed_cache, cuda_graphs: shared by the groups
+  int max_steps = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const DecodeGroup& group = groups[g];
+    GroupState& gs = state[g];
+    gs.N = static_cast<int64_t>(group.contexts.size());
+    results[g].resize(static_cast<size_t>(gs.N));
+    if (gs.N == 0) continue;
+    gs.K = static_cast<int64_t>(group.contexts[0].size());
+    for (const auto& c : group.contexts) {
+      if (static_cast<int64_t>(c.size()) != gs.K || gs.K == 0) throw std::invalid_argument("every sequence needs the same number (>0) of contexts");
+      for (const auto& r : c) if (r.prompt_ids.empty()) throw InputError("--prompt", "a prompt has no tokens");
     }
+    const SamplingConfig& cfg = group.cfg;
+    if (cfg.max_new_tokens <= 0) continue;
+    if (!loop_cfg) {
+      loop_cfg = &cfg;
+    } else if (cfg.use_cache != loop_cfg->use_cache || cfg.fixed_cache != loop_cfg->fixed_cache ||
+               cfg.cuda_graphs != loop_cfg->cuda_graphs) {
+      throw std::invalid_argument("decoding groups in one call must agree on use_cache, fixed_cache and cuda_graphs");
+    }
+    gs.first_row = static_cast<int64_t>(seqs.size());
+    gs.eos = cfg.eos_token_ids.empty() ? info.eos_token_ids : cfg.eos_token_ids;
+    gs.finished.assign(static_cast<size_t>(gs.N), false);
+    gs.done = false;
+    if (!cfg.greedy()) {
+      for (int64_t i = 0; i < gs.N; ++i) {
+        uint64_t s = group.contexts[i][0].seed.value_or(cfg.seed + static_cast<uint64_t>(i));
+        gs.gens.push_back(at::detail::createCPUGenerator(s));
+      }
+    }
+    for (const auto& c : group.contexts)
+      for (const auto& r : c) {
+        seqs.push_back(r.prompt_ids);
+        feats.push_back(r.image_features);
+      }
+    max_steps = std::max(max_steps, cfg.max_new_tokens);
+  }
+  if (!loop_cfg) return results;
+  const int64_t R = static_cast<int64_t>(seqs.size());
   Batch batch = left_pad(seqs, feats, pad_id);
 
-  std::vector<at::Generator> gens;
-  if (!cfg.greedy()) {
-    for (int64_t i = 0; i < N; ++i) {
-      uint64_t s = contexts[i][0].seed.value_or(cfg.seed + static_cast<uint64_t>(i));
-      gens.push_back(at::detail::createCPUGenerator(s));
-    }
-  }
-
-  std::vector<bool> finished(N, false);
   models::KVCache cache = model.new_cache();
   torch::Tensor all_ids = batch.ids;   // for the no-cache path
   torch::Tensor all_mask = batch.mask;
   torch::Tensor step_ids = batch.ids, step_mask = batch.mask;
   bool first = true;
-  bool graphs = cfg.cuda_graphs && cfg.use_cache && model.device().is_cuda();
+  const bool use_cache = loop_cfg->use_cache;
+  bool graphs = loop_cfg->cuda_graphs && use_cache && model.device().is_cuda();
   if (graphs && (!decode_graphs_available() || models::OpProfile::recording())) {
     static bool warned = false;  // once per process, not once per batch
     if (!warned)
@@ -121,10 +153,10 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
     warned = true;
     graphs = false;
   }
-  const bool fixed = cfg.fixed_cache.value_or(model.device().is_cuda());
-  const bool freeze = cfg.use_cache && (fixed || graphs) && cfg.max_new_tokens > 1;
+  const bool fixed = loop_cfg->fixed_cache.value_or(model.device().is_cuda());
+  const bool freeze = use_cache && (fixed || graphs) && max_steps > 1;
   std::unique_ptr<DecodeGraph> graph;
-  for (int step = 0; step < cfg.max_new_tokens; ++step) {
+  for (int step = 0; step < max_steps; ++step) {
     models::ForwardOutput out;
     if (cache.is_fixed()) {
       if (graph) {
@@ -139,7 +171,7 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
     } else {
       models::ForwardInput in;
       in.logits_last_only = true;
-      if (cfg.use_cache) {
+      if (use_cache) {
         in.input_ids = step_ids;
         in.attention_mask = step_mask;
         in.cache = &cache;
@@ -152,72 +184,112 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
       out = model.forward(in);
       if (first && freeze) {
         // Room for every token still to come; the prompt's forward above ran on the growing cache.
-        model.freeze_cache(cache, cache.length() + cfg.max_new_tokens);
+        model.freeze_cache(cache, cache.length() + max_steps);
         if (graphs) graph = std::make_unique<DecodeGraph>(model, cache);
       }
     }
     first = false;
+    auto logits_all = out.logits.select(1, 0).to(torch::kFloat32);  // [R, V]
+    const int64_t V = logits_all.size(-1);
+    // Greedy ids cross to the host as float32 with the log-probs: exact below 2^24.
+    if (V >= (int64_t{1} << 24)) throw std::invalid_argument("vocabulary too large for float32 token ids");
     // Scores stay on the model's device (a GPU warps, combines and arg-maxes them itself); only the
     // chosen ids and their log-probs cross to the host, or, when sampling, each row's probabilities
     // and log-probs, which the per-sequence CPU generators draw from (same seeds, same draws on
-    // any device).
-    auto logits = out.logits.select(1, 0).to(torch::kFloat32).view({N, K, -1});  // [N, K, V]
-    // HF's MinNewTokensLengthLogitsProcessor: EOS is masked before warping (log-probs see the
-    // mask too), in every context before they are combined (a combiner's own cut, such as
-    // contrastive amplification's V_head, then never keeps EOS alone) and again after (-inf - -inf).
-    const bool hold_eos = step < cfg.min_new_tokens;
-    auto mask_eos = [&](torch::Tensor& t) {
-      for (int64_t e : eos)
-        if (e >= 0 && e < t.size(-1)) t.select(-1, e).fill_(-std::numeric_limits<float>::infinity());
-    };
-    if (hold_eos) mask_eos(logits);
-    auto scores = combine ? combine(logits) : logits.select(1, 0);
-    if (hold_eos) mask_eos(scores);
-    auto logp = torch::log_softmax(scores, -1);
-    // Exactly one device-to-host read per step (each read waits for the queue to drain).
-    torch::Tensor next, chosen_logp;  // [N] int64 and [N] float32, on the host
-    if (cfg.greedy()) {
-      auto next_on_device = scores.argmax(-1);
-      auto picked = logp.gather(1, next_on_device.view({N, 1})).view({N});
-      // Token ids are exact in float64 (far below 2^53), as are float32 log-probs.
-      auto host = torch::stack({next_on_device.to(torch::kFloat64), picked.to(torch::kFloat64)}).to(torch::kCPU);
-      next = host[0].to(torch::kInt64).contiguous();
-      chosen_logp = host[1].to(torch::kFloat32).contiguous();
-    } else {
-      auto host = torch::stack({torch::softmax(warp_scores(scores, cfg), -1), logp}).to(torch::kCPU);
-      auto probs = host[0], logp_host = host[1];
-      std::vector<torch::Tensor> draws;
-      for (int64_t i = 0; i < N; ++i) draws.push_back(torch::multinomial(probs[i], 1, false, gens[i]));
-      next = torch::cat(draws).contiguous();
-      chosen_logp = logp_host.gather(1, next.view({N, 1})).view({N}).contiguous();
-    }
-    const int64_t* next_ptr = next.data_ptr<int64_t>();
-    const float* logp_ptr = chosen_logp.data_ptr<float>();
-    bool all_done = true;
-    for (int64_t i = 0; i < N; ++i) {
-      if (finished[i]) continue;
-      const int64_t tok = next_ptr[i];
-      results[i].token_ids.push_back(tok);
-      results[i].logprobs.push_back(logp_ptr[i]);
-      if (cfg.stop_on_eos && std::find(eos.begin(), eos.end(), tok) != eos.end()) {
-        finished[i] = true;
-        results[i].stopped_on_eos = true;
+    // any device). Every group's share goes in one float32 buffer: exactly one device-to-host read
+    // per step (each read waits for the queue to drain).
+    std::vector<torch::Tensor> parts;
+    std::vector<int64_t> host_offset(groups.size(), -1);
+    int64_t offset = 0;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      GroupState& gs = state[g];
+      if (gs.done) continue;
+      const SamplingConfig& cfg = groups[g].cfg;
+      auto logits = logits_all.narrow(0, gs.first_row, gs.N * gs.K).view({gs.N, gs.K, -1});  // [N, K, V]
+      // HF's MinNewTokensLengthLogitsProcessor: EOS is masked before warping (log-probs see the
+      // mask too), in every context before they are combined (a combiner's own cut, such as
+      // contrastive amplification's V_head, then never keeps EOS alone) and again after (-inf - -inf).
+      const bool hold_eos = step < cfg.min_new_tokens;
+      auto mask_eos = [&](torch::Tensor& t) {
+        for (int64_t e : gs.eos)
+          if (e >= 0 && e < t.size(-1)) t.select(-1, e).fill_(-std::numeric_limits<float>::infinity());
+      };
+      if (hold_eos) mask_eos(logits);
+      auto scores = groups[g].combine ? groups[g].combine(logits) : logits.select(1, 0);
+      if (hold_eos) mask_eos(scores);
+      auto logp = torch::log_softmax(scores, -1);
+      host_offset[g] = offset;
+      if (cfg.greedy()) {
+        auto next_on_device = scores.argmax(-1);
+        parts.push_back(next_on_device.to(torch::kFloat32));
+        parts.push_back(logp.gather(1, next_on_device.view({gs.N, 1})).view({gs.N}));
+        offset += 2 * gs.N;
+      } else {
+        parts.push_back(torch::softmax(warp_scores(scores, cfg), -1).reshape({-1}));
+        parts.push_back(logp.reshape({-1}));
+        offset += 2 * gs.N * logp.size(-1);
       }
-      all_done = all_done && finished[i];
     }
-    for (int64_t i = 0; i < N; ++i)
-      if (finished[i]) next[i] = pad_id;  // finished rows keep stepping on padding, as HF
+    const torch::Tensor host = (parts.size() == 1 ? parts[0] : torch::cat(parts)).to(torch::kCPU).contiguous();
+    // The next step's ids: each chosen token to every context of its sequence; padding for
+    // finished sequences and finished groups (they keep stepping, as HF's finished rows do).
+    torch::Tensor next_ids = torch::full({R, 1}, pad_id, torch::kLong);
+    int64_t* next_ids_ptr = next_ids.data_ptr<int64_t>();
+    bool all_done = true;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      GroupState& gs = state[g];
+      if (gs.done) continue;
+      const SamplingConfig& cfg = groups[g].cfg;
+      const int64_t o = host_offset[g];
+      torch::Tensor next, chosen_logp;  // [N] int64 and [N] float32, on the host
+      if (cfg.greedy()) {
+        next = host.slice(0, o, o + gs.N).to(torch::kInt64).contiguous();
+        chosen_logp = host.slice(0, o + gs.N, o + 2 * gs.N).contiguous();
+      } else {
+        const int64_t nv = gs.N * V;
+        auto probs = host.slice(0, o, o + nv).view({gs.N, V});
+        auto logp_host = host.slice(0, o + nv, o + 2 * nv).view({gs.N, V});
+        std::vector<torch::Tensor> draws;
+        for (int64_t i = 0; i < gs.N; ++i) draws.push_back(torch::multinomial(probs[i], 1, false, gs.gens[i]));
+        next = torch::cat(draws).contiguous();
+        chosen_logp = logp_host.gather(1, next.view({gs.N, 1})).view({gs.N}).contiguous();
+      }
+      const int64_t* next_ptr = next.data_ptr<int64_t>();
+      const float* logp_ptr = chosen_logp.data_ptr<float>();
+      bool group_done = true;
+      for (int64_t i = 0; i < gs.N; ++i) {
+        if (gs.finished[i]) continue;
+        const int64_t tok = next_ptr[i];
+        auto& res = results[g][static_cast<size_t>(i)];
+        res.token_ids.push_back(tok);
+        res.logprobs.push_back(logp_ptr[i]);
+        if (cfg.stop_on_eos && std::find(gs.eos.begin(), gs.eos.end(), tok) != gs.eos.end()) {
+          gs.finished[i] = true;
+          res.stopped_on_eos = true;
+          continue;
+        }
+        group_done = false;
+        for (int64_t k = 0; k < gs.K; ++k) next_ids_ptr[gs.first_row + i * gs.K + k] = tok;
+      }
+      gs.done = group_done || step + 1 >= cfg.max_new_tokens;
+      all_done = all_done && gs.done;
+    }
     if (all_done) break;
-    // The chosen token goes to every context of its sequence.
-    auto next_rows = next.repeat_interleave(K).view({N * K, 1});
-    step_ids = next_rows;
-    step_mask = torch::ones({N * K, 1}, torch::kLong);
-    if (!cfg.use_cache) {
-      all_ids = torch::cat({all_ids, next_rows}, 1);
+    step_ids = next_ids;
+    step_mask = torch::ones({R, 1}, torch::kLong);
+    if (!use_cache) {
+      all_ids = torch::cat({all_ids, next_ids}, 1);
       all_mask = torch::cat({all_mask, step_mask}, 1);
     }
   }
   return results;
+}
+
+std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel& model,
+                                                     const std::vector<std::vector<GenerationRequest>>& contexts,
+                                                     const LogitsCombiner& combine,
+                                                     const SamplingConfig& cfg) {
+  return std::move(generate_groups(model, {DecodeGroup{contexts, combine, cfg}})[0]);
 }
 
 std::vector<GenerationResult> generate(models::VisionLanguageModel& model,

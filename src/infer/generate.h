@@ -61,6 +61,24 @@ std::vector<GenerationResult> generate_multi_context(models::VisionLanguageModel
                                                      const LogitsCombiner& combine,
                                                      const SamplingConfig& cfg);
 
+// One group of a fused decoding call: sequences with the same number of contexts, decoded with one
+// sampling configuration and combiner (null: K must be 1, or the first context is used).
+struct DecodeGroup {
+  std::vector<std::vector<GenerationRequest>> contexts;  // [N][K]
+  LogitsCombiner combine;
+  SamplingConfig cfg;
+};
+
+// Decodes several groups in one loop: each step is one forward over every group's contexts, and each
+// group then picks its own tokens with its own configuration (greedy, sampled, contrastive), limits
+// and EOS. A host-bound GPU decoding step costs about the same for 40 rows as for 16, so the pairs
+// pipeline's separate greedy, sampled and contrastive stages cost one loop instead of three.
+// Each group's results equal its own generate_multi_context call to float rounding (the padded
+// shapes differ); default seeds count within the group. The groups must agree on use_cache,
+// fixed_cache and cuda_graphs, which shape the shared loop.
+std::vector<std::vector<GenerationResult>> generate_groups(models::VisionLanguageModel& model,
+                                                           const std::vector<DecodeGroup>& groups);
+
 // The warpers alone (exposed for tests): temperature, top-k, top-p on scores [N, V].
 torch::Tensor warp_scores(const torch::Tensor& scores, const SamplingConfig& cfg);
 

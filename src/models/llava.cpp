@@ -185,8 +185,11 @@ ForwardOutput LlavaModel::forward(const ForwardInput& in) {
   const bool fixed = in.cache && in.cache->is_fixed();
   TORCH_CHECK(!fixed || !in.image_features.defined(), "a frozen cache takes no image features");
   // A frozen cache's step counts no image slots: that would read the device ids back to the host.
+  // Nor does any step continuing a cached sequence without images: a generated token that happens to
+  // be the image token embeds like any other, as in HF (whose check runs only with pixel_values).
+  const bool continuing = in.cache && in.cache->length() > 0 && !in.image_features.defined();
   torch::Tensor embeds = in.inputs_embeds.defined() ? in.inputs_embeds
-                         : fixed                    ? lm_->embed(in.input_ids)
+                         : fixed || continuing      ? lm_->embed(in.input_ids)
                                                     : merged_embeddings(in.input_ids, in.image_features);
   ForwardOutput out;
   out.hidden = lm_->forward(embeds, in.attention_mask, in.cache, in.capture);

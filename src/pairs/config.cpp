@@ -58,7 +58,8 @@ json PairsConfig::to_json() const {
   j["min_new_tokens"] = min_new_tokens;
   j["reference_batch"] = reference_batch;
   j["decoding"] = {{"fixed_cache", decoding.fixed_cache ? json(*decoding.fixed_cache) : json("auto")},
-                   {"cuda_graphs", decoding.cuda_graphs}};
+                   {"cuda_graphs", decoding.cuda_graphs},
+                   {"fuse_stages", decoding.fuse_stages ? json(*decoding.fuse_stages) : json("auto")}};
   return j;
 }
 
@@ -145,9 +146,9 @@ void check_known_keys(const json& user, const json& defaults, const std::string&
     } else if (d.is_boolean()) {
       if (!value.is_boolean()) throw InputError(path, "key '" + name + "' must be true or false, got " + value.dump());
     } else if (d.is_string()) {
-      // decoding.fixed_cache is a switch that may also be "auto" (decided per device); its reader
-      // checks the text.
-      const bool auto_switch = ends_with(name, "decoding.fixed_cache");
+      // decoding.fixed_cache and fuse_stages are switches that may also be "auto" (decided per
+      // device); their reader checks the text.
+      const bool auto_switch = ends_with(name, "decoding.fixed_cache") || ends_with(name, "decoding.fuse_stages");
       if (!value.is_string() && !(auto_switch && value.is_boolean()))
         throw InputError(path, "key '" + name + "' must be text, got " + io::json_type_name(value));
     }
@@ -216,11 +217,15 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
   c.min_new_tokens = j.value("min_new_tokens", 0);  // absent from configs written before it
   c.reference_batch = j.value("reference_batch", 0);
   const json decoding = j.value("decoding", json::object());  // absent from configs written before it
-  if (const json fc = decoding.value("fixed_cache", json("auto")); fc.is_boolean()) {
-    c.decoding.fixed_cache = fc.get<bool>();
-  } else if (!(fc.is_string() && fc.get<std::string>() == "auto")) {
-    throw InputError(path, "key 'decoding.fixed_cache' must be true, false or auto, got " + fc.dump());
-  }
+  auto auto_switch = [&](const char* key) -> std::optional<bool> {
+    const json v = decoding.value(key, json("auto"));
+    if (v.is_boolean()) return v.get<bool>();
+    if (!(v.is_string() && v.get<std::string>() == "auto"))
+      throw InputError(path, std::string("key 'decoding.") + key + "' must be true, false or auto, got " + v.dump());
+    return std::nullopt;
+  };
+  c.decoding.fixed_cache = auto_switch("fixed_cache");
+  c.decoding.fuse_stages = auto_switch("fuse_stages");
   c.decoding.cuda_graphs = decoding.value("cuda_graphs", false);
 
   // Values that parse but mean nothing.

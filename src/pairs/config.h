@@ -46,6 +46,13 @@ struct DecodingConfig {
   // on for CUDA devices, off on the CPU (bench/README.md, GPU run 6).
   std::optional<bool> fixed_cache;
   bool cuda_graphs = false;  // on CUDA, replay each decoding step as one CUDA graph (implies fixed_cache)
+  // Decode the batch's answers in two loops instead of four stages: the two-image focus answers in
+  // one, every one-image answer (focus rejected, original, robust loser, contrastive winner) in the
+  // other (infer::generate_groups), so a host-bound GPU pays each step's launches twice, not four
+  // times. Unset ("auto"): on for CUDA devices, off on the CPU, where the stages are compute-bound
+  // and their records stay byte-identical to earlier runs.
+  std::optional<bool> fuse_stages;
+  bool fused_on(bool cuda) const { return fuse_stages.value_or(cuda); }
 };
 
 struct CropConfig {

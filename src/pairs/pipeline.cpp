@@ -368,71 +368,88 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   for (const auto& w : work) view_features.push_back(model.encode_images({w.p_orig, w.p_crop, w.p_deg, w.p_noise}));
   clock.lap("encode_views");
 
-  // Focus pairs: greedy on (I, I_crop) with P_enh and on I_deg with P, every sample in one batch.
-  std::vector<infer::GenerationRequest> focus_req;
-  for (size_t i = 0; i < work.size(); ++i) {
-    const SampleWork& w = work[i];
-    focus_req.push_back(request(model, w.P_enh, {w.p_orig, w.p_crop}, view_features[i], {0, 1}));
-    focus_req.back().seed = view_seed(cfg.seed, w.sample->id, "focus_chosen");
-    focus_req.push_back(request(model, w.P, {w.p_deg}, view_features[i], {2}));
-    focus_req.back().seed = view_seed(cfg.seed, w.sample->id, "focus_rejected");
-  }
+  // The batch's answers, one decoding group per kind (infer::DecodeGroup).
+  // Focus pairs: greedy on (I, I_crop) with P_enh (chosen) and on I_deg with P (rejected).
+  auto decoding = [&](infer::SamplingConfig c) {
+    c.min_new_tokens = cfg.min_new_tokens;
+    c.fixed_cache = cfg.decoding.fixed_cache;  // unset: generate_groups() decides by device
+    c.cuda_graphs = cfg.decoding.cuda_graphs;
+    return c;
+  };
   infer::SamplingConfig focus_cfg;  // greedy unless focus.temperature > 0
   focus_cfg.max_new_tokens = cfg.focus.max_new_tokens;
-  focus_cfg.min_new_tokens = cfg.min_new_tokens;
-  focus_cfg.fixed_cache = cfg.decoding.fixed_cache;  // unset: generate() decides by device
-  focus_cfg.cuda_graphs = cfg.decoding.cuda_graphs;
   focus_cfg.temperature = cfg.focus.temperature;
   focus_cfg.top_p = cfg.focus.top_p;
-  const auto focus = infer::generate(model, focus_req, focus_cfg);
-  clock.lap("focus_generation");
-  // The model's own answer on the plain view (released code: ori_answer_vicrop), a separate batch
-  // so that recording it leaves the pairs' generations untouched.
-  std::vector<infer::GenerationResult> originals;
-  if (cfg.focus.original_answer) {
-    std::vector<infer::GenerationRequest> original_req;
-    for (size_t i = 0; i < work.size(); ++i) {
-      original_req.push_back(request(model, work[i].P, {work[i].p_orig}, view_features[i], {0}));
-      original_req.back().seed = view_seed(cfg.seed, work[i].sample->id, "focus_original");
-    }
-    originals = infer::generate(model, original_req, focus_cfg);
-    clock.lap("original_generation");
-  }
-
+  infer::DecodeGroup focus_chosen{{}, nullptr, decoding(focus_cfg)}, focus_rejected = focus_chosen;
+  // The model's own answer on the plain view (released code: ori_answer_vicrop), its own group so
+  // that recording it leaves the pairs' generations untouched.
+  infer::DecodeGroup original = focus_chosen;
   // Robustness pairs: the loser sampled from the noisy image alone; the winner by contrastive
   // amplification, expert (I) and amateur (I_noise) stepped together in one batched forward.
-  std::vector<infer::GenerationRequest> loser_req;
-  std::vector<std::vector<infer::GenerationRequest>> ca_ctx;
-  for (size_t i = 0; i < work.size(); ++i) {
-    const SampleWork& w = work[i];
-    auto l = request(model, w.P_loser, {w.p_noise}, view_features[i], {3});
-    l.seed = w.loser_seed;
-    loser_req.push_back(std::move(l));
-    auto expert = request(model, w.P_rob, {w.p_orig}, view_features[i], {0});
-    expert.seed = w.chosen_seed;
-    ca_ctx.push_back({std::move(expert), request(model, w.P_rob, {w.p_noise}, view_features[i], {3})});
-  }
   infer::SamplingConfig loser_cfg;
   loser_cfg.temperature = cfg.robust.loser_temperature;
   loser_cfg.top_p = cfg.robust.loser_top_p;
   loser_cfg.max_new_tokens = cfg.robust.loser_max_new_tokens;
-  loser_cfg.min_new_tokens = cfg.min_new_tokens;
-  loser_cfg.fixed_cache = cfg.decoding.fixed_cache;  // unset: generate() decides by device
-  loser_cfg.cuda_graphs = cfg.decoding.cuda_graphs;
-  const auto losers = infer::generate(model, loser_req, loser_cfg);
-  clock.lap("robust_loser_generation");
+  infer::DecodeGroup loser{{}, nullptr, decoding(loser_cfg)};
   infer::SamplingConfig ca_cfg;
   ca_cfg.temperature = cfg.robust.temperature;
   ca_cfg.top_p = cfg.robust.top_p;
   ca_cfg.max_new_tokens = cfg.robust.max_new_tokens;
-  ca_cfg.min_new_tokens = cfg.min_new_tokens;
-  ca_cfg.fixed_cache = cfg.decoding.fixed_cache;  // unset: generate() decides by device
-  ca_cfg.cuda_graphs = cfg.decoding.cuda_graphs;
   ContrastiveConfig cac;
   cac.lambda = cfg.robust.lambda;
   cac.beta = cfg.robust.beta;
-  const auto winners = infer::generate_multi_context(model, ca_ctx, contrastive_combiner(cac), ca_cfg);
-  clock.lap("contrastive_generation");
+  infer::DecodeGroup contrastive{{}, contrastive_combiner(cac), decoding(ca_cfg)};
+  for (size_t i = 0; i < work.size(); ++i) {
+    const SampleWork& w = work[i];
+    const std::string& id = w.sample->id;
+    focus_chosen.contexts.push_back({request(model, w.P_enh, {w.p_orig, w.p_crop}, view_features[i], {0, 1})});
+    focus_chosen.contexts.back()[0].seed = view_seed(cfg.seed, id, "focus_chosen");
+    focus_rejected.contexts.push_back({request(model, w.P, {w.p_deg}, view_features[i], {2})});
+    focus_rejected.contexts.back()[0].seed = view_seed(cfg.seed, id, "focus_rejected");
+    if (cfg.focus.original_answer) {
+      original.contexts.push_back({request(model, w.P, {w.p_orig}, view_features[i], {0})});
+      original.contexts.back()[0].seed = view_seed(cfg.seed, id, "focus_original");
+    }
+    loser.contexts.push_back({request(model, w.P_loser, {w.p_noise}, view_features[i], {3})});
+    loser.contexts.back()[0].seed = w.loser_seed;
+    auto expert = request(model, w.P_rob, {w.p_orig}, view_features[i], {0});
+    expert.seed = w.chosen_seed;
+    contrastive.contexts.push_back({std::move(expert), request(model, w.P_rob, {w.p_noise}, view_features[i], {3})});
+  }
+  std::vector<infer::GenerationResult> chosen_answers, rejected_answers, originals, losers, winners;
+  if (cfg.decoding.fused_on(model.device().is_cuda())) {
+    // Two loops: the two-image prompts, then every one-image prompt together (no row pads to twice
+    // its length; the second loop holds about as many key positions as the focus stage did alone).
+    chosen_answers = std::move(infer::generate_groups(model, {focus_chosen})[0]);
+    clock.lap("focus_chosen_generation");
+    auto one_image = infer::generate_groups(model, {focus_rejected, original, loser, contrastive});
+    rejected_answers = std::move(one_image[0]);
+    originals = std::move(one_image[1]);
+    losers = std::move(one_image[2]);
+    winners = std::move(one_image[3]);
+    clock.lap("one_image_generation");
+  } else {
+    // Stage by stage; the focus pair's two answers share one batch, interleaved per sample.
+    infer::DecodeGroup focus{{}, nullptr, focus_chosen.cfg};
+    for (size_t i = 0; i < work.size(); ++i) {
+      focus.contexts.push_back(focus_chosen.contexts[i]);
+      focus.contexts.push_back(focus_rejected.contexts[i]);
+    }
+    auto both = std::move(infer::generate_groups(model, {focus})[0]);
+    for (size_t i = 0; i < work.size(); ++i) {
+      chosen_answers.push_back(std::move(both[2 * i]));
+      rejected_answers.push_back(std::move(both[2 * i + 1]));
+    }
+    clock.lap("focus_generation");
+    if (cfg.focus.original_answer) {
+      originals = std::move(infer::generate_groups(model, {original})[0]);
+      clock.lap("original_generation");
+    }
+    losers = std::move(infer::generate_groups(model, {loser})[0]);
+    clock.lap("robust_loser_generation");
+    winners = std::move(infer::generate_groups(model, {contrastive})[0]);
+    clock.lap("contrastive_generation");
+  }
 
   // Reference log-prob sums for training (method.md §7.2), by the same frozen model: the six
   // sequences of `reference_batch` samples (0: the whole batch) per multi-view call (each
@@ -443,7 +460,7 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   std::vector<std::vector<train::ScoredSequence>> sample_seqs;  // per sample, view indices 0..3 of its own views
   for (size_t i = 0; i < work.size(); ++i) {
     const SampleWork& w = work[i];
-    texts.push_back({to_text(model, focus[2 * i]), to_text(model, focus[2 * i + 1]), to_text(model, winners[i]),
+    texts.push_back({to_text(model, chosen_answers[i]), to_text(model, rejected_answers[i]), to_text(model, winners[i]),
                      to_text(model, losers[i])});
     const std::vector<models::PreparedImage> views = {w.p_orig, w.p_crop, w.p_deg, w.p_noise};
     std::vector<train::ScoredSequence> seqs;

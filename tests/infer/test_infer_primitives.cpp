@@ -314,6 +314,91 @@ TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
   EXPECT_THROW(model_->forward(two), c10::Error);
 }
 
+TEST_F(TinyLlava, FusedDecodingGroupsEqualTheirSeparateCalls) {
+  // The pairs pipeline's greedy, sampled and contrastive stages in one loop (generate_groups): each
+  // group gets what its own call gives (tokens, and log-probs to float rounding, since the padded
+  // shapes differ), with its own limits, EOS, seeds and combiner, also when one group stops early
+  // and keeps stepping on padding while the others go on; growing and frozen caches alike.
+  torch::NoGradGuard ng;
+  infer::GenerationRequest req{ids_, model_->encode_images(images_), std::nullopt};
+  infer::GenerationRequest shorter{std::vector<int64_t>(ids_.begin(), ids_.end() - 3), req.image_features, std::nullopt};
+  auto dark = images_[0];
+  dark.pixel_values = torch::zeros_like(dark.pixel_values);
+  infer::GenerationRequest amateur{ids_, model_->encode_images({dark}), std::nullopt};
+  auto combine = [](const torch::Tensor& l) { return 1.5 * l.select(1, 0) - 0.5 * l.select(1, 1); };
+  auto compare = [](const std::vector<infer::GenerationResult>& a, const std::vector<infer::GenerationResult>& b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t r = 0; r < a.size(); ++r) {
+      EXPECT_EQ(a[r].token_ids, b[r].token_ids) << "row " << r;
+      EXPECT_EQ(a[r].stopped_on_eos, b[r].stopped_on_eos) << "row " << r;
+      ASSERT_EQ(a[r].logprobs.size(), b[r].logprobs.size());
+      for (size_t i = 0; i < a[r].logprobs.size(); ++i) EXPECT_NEAR(a[r].logprobs[i], b[r].logprobs[i], 1e-4) << r << " " << i;
+    }
+  };
+  for (bool fixed : {false, true}) {
+    SCOPED_TRACE(fixed ? "frozen cache" : "growing cache");
+    infer::SamplingConfig base;
+    base.fixed_cache = fixed;
+    base.stop_on_eos = false;
+    // Greedy, stopping on a token it makes at step 5 (so it finishes long before the others).
+    infer::DecodeGroup greedy{{{req}, {shorter}}, nullptr, base};
+    greedy.cfg.max_new_tokens = 30;
+    greedy.cfg.min_new_tokens = 2;
+    const auto free_run = infer::generate(*model_, {req, shorter}, greedy.cfg);
+    greedy.cfg.stop_on_eos = true;
+    greedy.cfg.eos_token_ids = {free_run[0].token_ids.at(5)};
+    // Sampled: default seeds count within the group; one request brings its own.
+    infer::DecodeGroup sampled{{{shorter}, {req}, {req}}, nullptr, base};
+    sampled.contexts[2][0].seed = 77;
+    sampled.cfg.max_new_tokens = 20;
+    sampled.cfg.temperature = 1.0;
+    sampled.cfg.top_k = 20;
+    sampled.cfg.seed = 11;
+    // Contrastive, two contexts per sequence, sampled with top-p.
+    infer::DecodeGroup contrastive{{{req, amateur}, {shorter, amateur}}, combine, base};
+    contrastive.cfg.max_new_tokens = 24;
+    contrastive.cfg.temperature = 0.8;
+    contrastive.cfg.top_p = 0.9;
+    contrastive.cfg.seed = 5;
+    infer::DecodeGroup empty{{}, nullptr, base};
+    infer::DecodeGroup no_tokens{{{req}}, nullptr, base};
+    no_tokens.cfg.max_new_tokens = 0;
+
+    const auto fused = infer::generate_groups(*model_, {greedy, empty, sampled, no_tokens, contrastive});
+    ASSERT_EQ(fused.size(), 5u);
+    EXPECT_TRUE(fused[1].empty());
+    ASSERT_EQ(fused[3].size(), 1u);
+    EXPECT_TRUE(fused[3][0].token_ids.empty());
+    const auto greedy_alone = infer::generate(*model_, {req, shorter}, greedy.cfg);
+    EXPECT_TRUE(greedy_alone[0].stopped_on_eos);
+    EXPECT_LE(greedy_alone[0].token_ids.size(), 6u);
+    compare(fused[0], greedy_alone);
+    compare(fused[2], infer::generate(*model_, {shorter, sampled.contexts[1][0], sampled.contexts[2][0]}, sampled.cfg));
+    EXPECT_EQ(fused[2][0].token_ids.size(), 20u);
+    compare(fused[4], infer::generate_multi_context(*model_, contrastive.contexts, combine, contrastive.cfg));
+    EXPECT_EQ(fused[4][0].token_ids.size(), 24u);
+  }
+  // A generated token that happens to be the image token (random models draw it) continues a
+  // cached sequence like any other token, as in HF: embedded, not taken for an image slot.
+  for (bool fixed : {false, true}) {
+    models::KVCache cache = model_->new_cache();
+    models::ForwardInput prompt;
+    prompt.input_ids = torch::tensor(ids_, torch::kLong).view({1, -1});
+    prompt.image_features = req.image_features;
+    prompt.cache = &cache;
+    model_->forward(prompt);
+    if (fixed) model_->freeze_cache(cache, cache.length() + 2);
+    models::ForwardInput step;
+    step.input_ids = torch::full({1, 1}, model_->info().image_token_id, torch::kLong).to(model_->device());
+    step.cache = &cache;
+    EXPECT_NO_THROW(model_->forward(step)) << (fixed ? "frozen" : "growing");
+  }
+  // One loop, one cache: the groups must agree on how it is kept.
+  infer::DecodeGroup a{{{req}}, nullptr, {}}, b{{{req}}, nullptr, {}};
+  b.cfg.fixed_cache = true;
+  EXPECT_THROW(infer::generate_groups(*model_, {a, b}), std::invalid_argument);
+}
+
 }  // namespace
 
 namespace {

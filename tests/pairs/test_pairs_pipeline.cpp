@@ -320,6 +320,36 @@ TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
       for (const char* pair : {"focus", "robust"})
         for (const char* k : {"chosen", "rejected"}) EXPECT_EQ(plain[i][pair][k], with[i][pair][k]) << i << " " << pair << " " << k;
   }
+  // Decoding fused into two loops (decoding.fuse_stages, the default on a GPU): the same answers,
+  // their log-probs and the reference sums to float rounding (the padded shapes differ), and the
+  // two loops' stage times in place of the four stages'.
+  auto fused = cfg;
+  fused.decoding.fuse_stages = true;
+  fused.focus.original_answer = true;
+  auto unfused = fused;
+  unfused.decoding.fuse_stages = false;
+  const std::string fu = test::scratch_dir("pairs_fused"), un = test::scratch_dir("pairs_unfused");
+  const auto fused_run = generate_pairs(*model, nullptr, fused, tiny_options(fu, 4));
+  generate_pairs(*model, nullptr, unfused, tiny_options(un, 4));
+  EXPECT_TRUE(fused_run.stage_seconds.count("focus_chosen_generation"));
+  EXPECT_TRUE(fused_run.stage_seconds.count("one_image_generation"));
+  EXPECT_FALSE(fused_run.stage_seconds.count("contrastive_generation"));
+  {
+    const auto plain = io::read_jsonl_file(un + "/pairs.jsonl"), with = io::read_jsonl_file(fu + "/pairs.jsonl");
+    ASSERT_EQ(plain.size(), with.size());
+    for (size_t i = 0; i < plain.size(); ++i) {
+      for (const char* pair : {"focus", "robust"})
+        for (const char* k : {"chosen", "rejected", "chosen_logp", "rejected_logp"}) {
+          if (std::string(k).find("logp") != std::string::npos)
+            EXPECT_NEAR(plain[i][pair][k].get<double>(), with[i][pair][k].get<double>(), 1e-5) << i << " " << pair << " " << k;
+          else
+            EXPECT_EQ(plain[i][pair][k], with[i][pair][k]) << i << " " << pair << " " << k;
+        }
+      EXPECT_EQ(plain[i]["focus"]["original"], with[i]["focus"]["original"]) << i;
+      for (const auto& [k, v] : plain[i]["reference"].items())
+        EXPECT_NEAR(v.get<double>(), with[i]["reference"][k].get<double>(), 1e-4) << i << " " << k;
+    }
+  }
   auto graphs = cfg;
   graphs.decoding.cuda_graphs = true;
   EXPECT_EQ(generate_pairs(*model, nullptr, graphs, tiny_options(whole, 4)).already_done, 4);
@@ -376,6 +406,18 @@ TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
             std::optional<bool>(true));
   err = test::error_of([&] { load_pairs_config(write_text(dir, "fx.yaml", "decoding:\n  fixed_cache: sometimes\n")); });
   EXPECT_NE(err.find("decoding.fixed_cache"), std::string::npos) << err;
+  // decoding.fuse_stages: the same three values, "auto" (on CUDA devices only) the default.
+  EXPECT_FALSE(preset_config("paper").decoding.fuse_stages.has_value());
+  EXPECT_FALSE(preset_config("paper").decoding.fused_on(false));
+  EXPECT_TRUE(preset_config("paper").decoding.fused_on(true));
+  EXPECT_EQ(auto_cache.to_json()["decoding"]["fuse_stages"], "auto");
+  const auto fuse_off = load_pairs_config(write_text(dir, "fo.yaml", "decoding:\n  fuse_stages: false\n"));
+  EXPECT_EQ(fuse_off.decoding.fuse_stages, std::optional<bool>(false));
+  EXPECT_FALSE(fuse_off.decoding.fused_on(true));
+  EXPECT_EQ(load_pairs_config(write_text(dir, "fo.json", fuse_off.to_json().dump())).decoding.fuse_stages, std::optional<bool>(false));
+  EXPECT_TRUE(load_pairs_config(write_text(dir, "fn.yaml", "decoding:\n  fuse_stages: true\n")).decoding.fused_on(false));
+  err = test::error_of([&] { load_pairs_config(write_text(dir, "fs.yaml", "decoding:\n  fuse_stages: 2\n")); });
+  EXPECT_NE(err.find("decoding.fuse_stages"), std::string::npos) << err;
 
   // Gradient attention for both samples of a batch in one forward: the same crops (maps agree to
   // float rounding; the tiny model's are far from ties).

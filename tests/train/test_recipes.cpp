@@ -26,6 +26,11 @@ TEST(Recipes, LlavaPairsRecipesMatchTheirPresets) {
   EXPECT_EQ(released.robust.prompt, released_preset.robust.prompt);
   EXPECT_EQ(released.robust.loser_prompt, released_preset.robust.loser_prompt);
   EXPECT_EQ(released.erase.pil_inclusive_end, true);
+  // The 7B recipes leave the decoding switches to the device (frozen caches and fused loops on CUDA).
+  for (const auto* c : {&paper, &released}) {
+    EXPECT_FALSE(c->decoding.fixed_cache.has_value());
+    EXPECT_FALSE(c->decoding.fuse_stages.has_value());
+  }
 }
 
 TEST(Recipes, LlavaTrainRecipesMatchTheirPresets) {
