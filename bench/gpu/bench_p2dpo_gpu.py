@@ -24,7 +24,8 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            loss, batch and lengths (hf_p2dpo.py train): step time and peak GPU memory of each, and
            an op profile of p2dpo's step 2; train_mb4 p2dpo with four pairs per forward and layer
            recomputation (bench/gpu/train-bench-mb4.yaml, the 7B recipe's setting); train_mb4_serial
-           the same without the worker thread that builds the next micro-batch's images.
+           the same without the worker thread that builds the next micro-batch's images;
+           train_mb4_r26 (optional) recomputing only the first 26 of the 32 layers.
   hf_pairs the same pair-generation steps with HF transformers (hf_p2dpo.py pairs), with a
            torch.profiler summary of its second batch by stage.
 Profile summaries go to profiles.json beside --out (one file: the device tool returns few files).
@@ -397,6 +398,25 @@ def main():
                                "prefetch_speedup": steady_median(ours["step_seconds"]) / steady_median(prefetched)}
         return ours
 
+    def train_mb4_r26():
+        # Only the first 26 of 32 layers recomputed: the step time saved and the memory it costs.
+        ours = ours_train("train-bench-mb4-r26.yaml", os.path.join(W, "ours-train-mb4-r26"), os.path.join(W, "profile-train-mb4-r26"))
+        if not ours.get("step_seconds"):
+            return ours
+        mine = steady_median(ours["step_seconds"])
+        ours["summary"] = {"ours_step_s": mine}
+        all_layers = (res["stages"].get("train_mb4") or {}).get("step_seconds")
+        if all_layers:  # the same setting with every layer recomputed, this call
+            ours["summary"]["all_layers_step_s"] = steady_median(all_layers)
+            ours["summary"]["speedup_over_all_layers"] = steady_median(all_layers) / mine
+            ours["summary"]["all_layers_peak_gpu_mib"] = res["stages"]["train_mb4"].get("peak_gpu_mib_process")
+        hf = (res["stages"].get("train") or {}).get("summary") or {}
+        if hf.get("hf_peft_step_s"):
+            ours["summary"].update({"hf_peft_step_s_from_train_stage": hf["hf_peft_step_s"],
+                                    "step_rate_ratio": hf["hf_peft_step_s"] / mine,
+                                    "hf_peft_peak_gpu_mib_from_train_stage": hf.get("hf_peft_peak_gpu_mib")})
+        return ours
+
     def peak_or(d):
         return d.get("peak_gpu_mib_process")
 
@@ -418,6 +438,16 @@ def main():
                                 "speedup": o["pairs_per_hour"] / r["pairs_per_hour"],
                                 "ours_peak_gpu_mib": ours.get("peak_gpu_mib_process"), "hf_peak_gpu_mib": peak,
                                 "hours_for_5700_prompts_ours": 5700 / o["pairs_per_hour"]}
+                # The CUDA allocator's peaks on both sides (torch.cuda.max_memory_* on HF's): p2dpo's
+                # per stage, so the stage that sets the peak is named.
+                stage_peaks = o.get("stage_peak_gpu_mib") or {}
+                if stage_peaks:
+                    top = max(stage_peaks, key=lambda k: stage_peaks[k]["reserved"])
+                    r["summary"].update({"ours_torch_peak_reserved_mib": stage_peaks[top]["reserved"],
+                                         "ours_torch_peak_allocated_mib": max(v["allocated"] for v in stage_peaks.values()),
+                                         "ours_peak_stage": top,
+                                         "hf_torch_peak_reserved_mib": r.get("peak_reserved_mib"),
+                                         "hf_torch_peak_allocated_mib": r.get("peak_allocated_mib")})
                 # p2dpo profiles its second batch (and HF too with --hf-profile): the rates without
                 # it are the ones to compare; with it they carry the profiler's costs.
                 def unprofiled_rate(batch_seconds, n, bsize):
@@ -490,6 +520,7 @@ def main():
     stage("train_mb4", train_mb4, min_left=50)
     stage("train_mb4_serial", train_mb4_serial, min_left=40)
     stage("decode", decode, min_left=40)
+    stage("train_mb4_r26", train_mb4_r26, min_left=40)
     stage("pairs_growing", pairs_growing, min_left=70)
     stage("pairs_unfused", pairs_unfused, min_left=70)
     stage("peft", peft_check, min_left=40)

@@ -89,6 +89,13 @@ void register_pairs(CLI::App& app) {
                     {"pairs_per_hour", secs > 0 ? 3600.0 * static_cast<double>(summary.generated_now) / secs : 0.0},
                     {"stage_seconds", summary.stage_seconds},
                     {"batch_seconds", summary.batch_seconds}};
+    if (!summary.stage_peak_memory.empty()) {
+      nlohmann::json peaks;
+      for (const auto& [stage, p] : summary.stage_peak_memory)
+        peaks[stage] = {{"allocated", static_cast<double>(p.allocated_bytes) / (1 << 20)},
+                        {"reserved", static_cast<double>(p.reserved_bytes) / (1 << 20)}};
+      shown["run"]["stage_peak_gpu_mib"] = peaks;  // the CUDA allocator's, as torch.cuda.max_memory_*
+    }
     if (!summary.profile.is_null()) shown["run"]["profile"] = profile_brief(summary.profile, o->profile);
     print_result(shown, o->json);
   });

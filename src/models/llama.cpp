@@ -201,10 +201,9 @@ std::array<torch::Tensor, 3> LlamaDecoder::layer_step(int layer_index, const tor
     v = torch::cat({past_v, v}, 2);
   }
   const int64_t rep = nq / nkv;
-  auto scores = torch::matmul(q, repeat_kv(k, rep).transpose(2, 3)) / std::sqrt(static_cast<double>(d));
-  if (mask.defined()) scores = scores + mask;
-  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-  auto a = l.o_proj(torch::matmul(probs, repeat_kv(v, rep)).transpose(1, 2).reshape({B, L, nq * d}));
+  // The same kernel as forward()'s (SDPA on libtorch 2): a recomputed layer's forward and backward
+  // then cost what the plain layer's do, with no [heads, L, L] probabilities in memory.
+  auto a = l.o_proj(attend(q, repeat_kv(k, rep), repeat_kv(v, rep), mask, nullptr).transpose(1, 2).reshape({B, L, nq * d}));
   auto h2 = h + a;
   auto x2 = l.post_attention_layernorm(h2);
   auto h3 = h2 + l.down_proj(activation(cfg_.hidden_act, l.gate_proj(x2)) * l.up_proj(x2));
@@ -279,26 +278,30 @@ torch::Tensor LlamaDecoder::forward(const torch::Tensor& embeds, const torch::Te
     cache->key_buffers.resize(layers_.size());
     cache->value_buffers.resize(layers_.size());
   }
-  const bool recompute = recompute_layers_ && torch::GradMode::is_enabled() && !capture && !attentions && !hidden_states;
-  for (size_t i = 0; i < layers_.size() && recompute; ++i) {
-    torch::Tensor pk, pv;
-    if (cache && cache->keys[i].defined()) {
-      pk = cache->keys[i];
-      pv = cache->values[i];
-    } else {
-      const auto shape = std::vector<int64_t>{B, cfg_.num_key_value_heads, 0, cfg_.head_dim};
-      pk = torch::zeros(shape, embeds.options());
-      pv = torch::zeros(shape, embeds.options());
+  // The first `recomputed` layers keep only their inputs (LayerCheckpoint); the rest run as usual.
+  const int64_t n_layers = static_cast<int64_t>(layers_.size());
+  const bool may_recompute = torch::GradMode::is_enabled() && !capture && !attentions && !hidden_states;
+  const int64_t recomputed = !may_recompute ? 0 : recompute_layers_ < 0 ? n_layers : std::min(recompute_layers_, n_layers);
+  for (int64_t i = 0; i < n_layers; ++i) {
+    if (i < recomputed) {
+      torch::Tensor pk, pv;
+      if (cache && cache->keys[i].defined()) {
+        pk = cache->keys[i];
+        pv = cache->values[i];
+      } else {
+        const auto shape = std::vector<int64_t>{B, cfg_.num_key_value_heads, 0, cfg_.head_dim};
+        pk = torch::zeros(shape, embeds.options());
+        pv = torch::zeros(shape, embeds.options());
+      }
+      auto out = recompute_layer(*this, static_cast<int>(i), h, pk, pv, cos, sin, mask);
+      h = out[0];
+      if (cache) {
+        cache->keys[i] = out[1];
+        cache->values[i] = out[2];
+      }
+      continue;
     }
-    auto out = recompute_layer(*this, static_cast<int>(i), h, pk, pv, cos, sin, mask);
-    h = out[0];
-    if (cache) {
-      cache->keys[i] = out[1];
-      cache->values[i] = out[2];
-    }
-  }
-  for (size_t i = 0; i < layers_.size() && !recompute; ++i) {
-    const auto& l = layers_[i];
+    const auto& l = layers_[static_cast<size_t>(i)];
     auto a = attention(static_cast<int>(i), l, l.input_layernorm(h), cos, sin, mask, cache, capture,
                        attentions);
     h = h + a;
@@ -365,6 +368,21 @@ torch::Tensor LlamaDecoder::forward_fixed(const torch::Tensor& embeds, KVCache& 
   return norm_(h);
 }
 
+torch::Tensor LlamaDecoder::attend(const torch::Tensor& q, const torch::Tensor& kr, const torch::Tensor& vr,
+                                   const torch::Tensor& mask, std::vector<torch::Tensor>* attentions) const {
+  const double root_d = std::sqrt(static_cast<double>(q.size(-1)));
+#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+  if (use_sdpa_ && !attentions)
+    return at::scaled_dot_product_attention(q, kr, vr, mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt,
+                                            0.0, false, 1.0 / root_d);
+#endif
+  auto scores = torch::matmul(q, kr.transpose(2, 3)) / root_d;
+  if (mask.defined()) scores = scores + mask;
+  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
+  if (attentions) attentions->push_back(probs);
+  return torch::matmul(probs, vr);
+}
+
 torch::Tensor LlamaDecoder::attention(int layer_index, const LlamaLayer& l, const torch::Tensor& x,
                                       const torch::Tensor& cos, const torch::Tensor& sin,
                                       const torch::Tensor& mask, KVCache* cache,
@@ -409,25 +427,7 @@ torch::Tensor LlamaDecoder::attention(int layer_index, const LlamaLayer& l, cons
 
   bool captured = capture && std::find(capture->layers.begin(), capture->layers.end(), layer_index) !=
                                  capture->layers.end();
-  torch::Tensor out;
-#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
-  const bool sdpa = use_sdpa_ && !attentions;
-#else
-  const bool sdpa = false;
-#endif
-  if (sdpa) {
-#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
-    out = at::scaled_dot_product_attention(q, kr, vr, mask.defined() ? std::optional<torch::Tensor>(mask)
-                                                                     : std::nullopt,
-                                           0.0, false, 1.0 / std::sqrt(static_cast<double>(d)));
-#endif
-  } else {
-    auto scores = torch::matmul(q, kr.transpose(2, 3)) / std::sqrt(static_cast<double>(d));
-    if (mask.defined()) scores = scores + mask;
-    auto probs = torch::softmax(scores, -1, torch::kFloat32).to(q.scalar_type());
-    if (attentions) attentions->push_back(probs);
-    out = torch::matmul(probs, vr);
-  }
+  torch::Tensor out = attend(q, kr, vr, mask, attentions);
   if (captured) {
     // Recompute only the requested query rows explicitly; with keep_graph they replace the rows of
     // the output so d(loss)/d(probs) flows through them (the gradient-weighted attention map).

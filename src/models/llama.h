@@ -52,8 +52,10 @@ class LlamaDecoder {
   // backward pass (an autograd Function; libtorch has no checkpoint API). Same values and
   // gradients, far less memory for long sequences. Dropout masks are replayed from the saved state
   // of the generator of the activations' device (CPU or CUDA), as PyTorch's checkpoint does.
-  void set_recompute_layers(bool on) { recompute_layers_ = on; }
-  bool recompute_layers() const { return recompute_layers_; }
+  // `layers`: how many decoder layers, from the first, are recomputed; 0 none, < 0 all (fewer
+  // trade less compute for more memory).
+  void set_recompute_layers(int64_t layers) { recompute_layers_ = layers; }
+  int64_t recompute_layers() const { return recompute_layers_; }
   // One decoder layer on explicit past keys/values ([B, n_kv, past, d], possibly empty): returns
   // {hidden out, keys past+new, values past+new}. The body of forward() and of the recomputation.
   std::array<torch::Tensor, 3> layer_step(int layer_index, const torch::Tensor& h, const torch::Tensor& past_k,
@@ -67,13 +69,18 @@ class LlamaDecoder {
                           const torch::Tensor& cos, const torch::Tensor& sin,
                           const torch::Tensor& mask, KVCache* cache, AttentionCapture* capture,
                           std::vector<torch::Tensor>* attentions) const;
+  // softmax(q k^T / sqrt(d) + mask) v on keys and values already repeated to the query heads:
+  // SDPA where this libtorch has it and no probabilities are requested, else eager (probabilities
+  // appended to `attentions` when given). The one attention kernel of forward() and layer_step().
+  torch::Tensor attend(const torch::Tensor& q, const torch::Tensor& kr, const torch::Tensor& vr,
+                       const torch::Tensor& mask, std::vector<torch::Tensor>* attentions) const;
 
   io::LlamaConfig cfg_;
   torch::Tensor embed_tokens_, lm_head_, inv_freq_;
   RMSNorm norm_;
   std::vector<LlamaLayer> layers_;
   bool use_sdpa_ = true;
-  bool recompute_layers_ = false;
+  int64_t recompute_layers_ = 0;
 };
 
 }  // namespace p2dpo::models

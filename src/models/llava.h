@@ -42,7 +42,7 @@ class LlavaModel : public VisionLanguageModel {
   void freeze_cache(KVCache& cache, int64_t capacity) const override { lm_->freeze_cache(cache, capacity); }
   std::map<std::string, torch::Tensor> named_parameters() override;
   std::vector<NamedLinear> linear_layers() override;
-  void set_activation_recomputation(bool on) override { lm_->set_recompute_layers(on); }
+  void set_activation_recomputation(int64_t layers) override { lm_->set_recompute_layers(layers); }
 
   // Parity/debug access to the stages.
   const ClipVisionTower& vision_tower() const { return *vision_; }

@@ -139,8 +139,9 @@ class VisionLanguageModel {
   // "all-linear" also leaves out), in layer order.
   virtual std::vector<NamedLinear> linear_layers() = 0;
   // Activation recomputation per language-model decoder layer while autograd is on (trades a
-  // second forward for the layers' activations); values and gradients are unchanged.
-  virtual void set_activation_recomputation(bool on) = 0;
+  // second forward for the layers' activations); values and gradients are unchanged. `layers`:
+  // how many, from the first; 0 none, < 0 all.
+  virtual void set_activation_recomputation(int64_t layers) = 0;
 };
 
 }  // namespace p2dpo::models

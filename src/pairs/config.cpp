@@ -144,7 +144,11 @@ void check_known_keys(const json& user, const json& defaults, const std::string&
       if (d.is_number_integer() && !value.is_number_integer())
         throw InputError(path, "key '" + name + "' must be an integer, got " + value.dump());
     } else if (d.is_boolean()) {
-      if (!value.is_boolean()) throw InputError(path, "key '" + name + "' must be true or false, got " + value.dump());
+      // runtime.recompute_layers (train) is a switch that may also be a number of layers; its
+      // reader checks the number.
+      const bool or_count = ends_with(name, "runtime.recompute_layers") && value.is_number_integer();
+      if (!value.is_boolean() && !or_count)
+        throw InputError(path, "key '" + name + "' must be true or false, got " + value.dump());
     } else if (d.is_string()) {
       // decoding.fixed_cache and fuse_stages are switches that may also be "auto" (decided per
       // device); their reader checks the text.

@@ -22,6 +22,7 @@
 #include "io/atomic_file.h"
 #include "io/errors.h"
 #include "io/json_io.h"
+#include "models/device_memory.h"
 #include "models/op_profile.h"
 #include "models/synced_lap.h"
 #include "pairs/clip_scorer.h"
@@ -123,19 +124,33 @@ std::vector<int> attention_layers(const AttentionConfig& cfg, int num_layers) {
 
 namespace {
 
-// Wall time per stage of a batch, each stage ended by a device sync on CUDA (models/synced_lap.h).
+// Wall time per stage of a batch, each stage ended by a device sync on CUDA (models/synced_lap.h),
+// and on CUDA the allocator's peak memory within the stage (the largest over batches).
 class StageClock {
  public:
-  StageClock(const models::VisionLanguageModel& model, std::map<std::string, double>* totals)
-      : lap_(model.device().is_cuda()), totals_(totals) {}
+  StageClock(const models::VisionLanguageModel& model, std::map<std::string, double>* totals,
+             std::map<std::string, models::DeviceMemoryPeak>* peaks)
+      : lap_(model.device().is_cuda()), totals_(totals), peaks_(model.device().is_cuda() ? peaks : nullptr),
+        device_index_(model.device().is_cuda() ? model.device().index() : -1) {
+    if (device_index_ < 0) device_index_ = 0;  // "cuda" without an index: the current device, 0 here
+    if (peaks_) models::take_device_memory_peak(device_index_);  // this batch's stages only
+  }
   void lap(const std::string& stage) {
     const double s = lap_.next(stage.c_str());
     if (totals_) (*totals_)[stage] += s;
+    if (!peaks_) return;
+    if (const auto p = models::take_device_memory_peak(device_index_)) {
+      auto& kept = (*peaks_)[stage];
+      kept.allocated_bytes = std::max(kept.allocated_bytes, p->allocated_bytes);
+      kept.reserved_bytes = std::max(kept.reserved_bytes, p->reserved_bytes);
+    }
   }
 
  private:
   models::SyncedLap lap_;
   std::map<std::string, double>* totals_;
+  std::map<std::string, models::DeviceMemoryPeak>* peaks_;
+  int device_index_;
 };
 
 struct SampleWork {
@@ -353,8 +368,9 @@ void for_each_sample(size_t n, Fn fn) {
 
 std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer* clip, const PairsConfig& cfg,
                             const std::vector<const PromptSample*>& batch, const PairsRunOptions& opt,
-                            const std::string& out_dir, std::map<std::string, double>* stage_seconds) {
-  StageClock clock(model, stage_seconds);
+                            const std::string& out_dir, std::map<std::string, double>* stage_seconds,
+                            std::map<std::string, models::DeviceMemoryPeak>* stage_peaks) {
+  StageClock clock(model, stage_seconds, stage_peaks);
   std::vector<SampleWork> work(batch.size());
   for_each_sample(batch.size(), [&](size_t i) { work[i] = start_sample(model, *batch[i], cfg, opt.images_dir); });
   clock.lap("decode_and_preprocess");
@@ -683,7 +699,7 @@ PairsRunSummary generate_pairs(models::VisionLanguageModel& model, const ClipSco
     const auto tb = std::chrono::steady_clock::now();
     // A batch a kill interrupted is recomputed whole (same composition, same numbers); only the
     // records not yet on disk are written.
-    auto records = run_batch(model, clip, cfg, batch, opt, opt.out_dir, &summary.stage_seconds);
+    auto records = run_batch(model, clip, cfg, batch, opt, opt.out_dir, &summary.stage_seconds, &summary.stage_peak_memory);
     summary.batch_seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - tb).count());
     if (profile) {
       summary.profile = profile->finish(opt.profile_dir, "pairs-batch-" + std::to_string(b));

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "models/device_memory.h"
 #include "models/vlm.h"
 #include "pairs/config.h"
 
@@ -62,6 +63,9 @@ struct PairsRunSummary {
   double generation_seconds = 0; // wall time of this process's batches (model loading excluded)
   std::map<std::string, double> stage_seconds;  // where that time went (attention, views, focus, ...)
   std::vector<double> batch_seconds;            // wall time of each batch this process computed, in order
+  // On CUDA (where the build reads the allocator's statistics): each stage's peak allocated and
+  // reserved memory, the largest over batches; empty otherwise.
+  std::map<std::string, models::DeviceMemoryPeak> stage_peak_memory;
   nlohmann::json profile;                       // the op profile's summary when profile_dir was set
   nlohmann::json stats;          // when finalized
 };

@@ -29,7 +29,8 @@ json P2DpoTrainConfig::to_json() const {
       {"runtime",
        {{"share_prefixes", share_prefixes}, {"split_cost_positions", split_cost_positions},
         {"feature_cache_mb", feature_cache_mb}, {"prefetch_images", prefetch_images}, {"dtype", dtype},
-        {"recompute_layers", recompute_layers}, {"reference_check_tolerance", reference_check_tolerance},
+        {"recompute_layers", recompute_layers < 0 ? json(true) : recompute_layers == 0 ? json(false) : json(recompute_layers)},
+        {"reference_check_tolerance", reference_check_tolerance},
         {"grad_backend", grad_backend}}},
   };
 }
@@ -85,7 +86,13 @@ P2DpoTrainConfig from_resolved(const json& j, const std::string& path) {
   c.feature_cache_mb = r.at("feature_cache_mb");
   c.prefetch_images = r.value("prefetch_images", true);  // absent from configs written before it
   c.dtype = r.at("dtype");
-  c.recompute_layers = r.at("recompute_layers");
+  if (const json& rl = r.at("recompute_layers"); rl.is_boolean()) {
+    c.recompute_layers = rl.get<bool>() ? -1 : 0;
+  } else if (rl.is_number_integer() && rl.get<int64_t>() >= 0) {
+    c.recompute_layers = rl.get<int64_t>();
+  } else {
+    throw InputError(path, "key 'runtime.recompute_layers' must be true, false or a number of layers (>= 0), got " + rl.dump());
+  }
   c.reference_check_tolerance = r.at("reference_check_tolerance");
   c.grad_backend = r.value("grad_backend", "auto");  // absent from configs written before it
 

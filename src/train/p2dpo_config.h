@@ -61,7 +61,9 @@ struct P2DpoTrainConfig {
   // this one trains (the 7B step's GPU sat idle for ~0.35 s of 3.1 s doing it in line, H200).
   bool prefetch_images = true;
   std::string dtype = "auto";       // auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16
-  bool recompute_layers = false;    // activation recomputation per decoder layer (less memory, ~1/3 more compute)
+  // Activation recomputation per decoder layer (less memory, ~1/3 more compute): how many layers,
+  // from the first, keep only their inputs; 0 none (config: false), -1 all (config: true).
+  int64_t recompute_layers = 0;
   double reference_check_tolerance = 0.1;  // relative; recorded references vs this model at step 1
   // How data-parallel ranks sum CUDA gradients: auto = NCCL where this build has it (a CUDA build of
   // PyTorch with NCCL), else Gloo through host copies; gloo = always Gloo. Host tensors: always Gloo.

@@ -252,7 +252,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
     models::VisionLanguageModel& model;
     ~RestoreModel() {
       lora.detach();
-      model.set_activation_recomputation(false);
+      model.set_activation_recomputation(0);
     }
   } restore{lora, model};
   const std::map<std::string, torch::Tensor>& params = lora.parameters();

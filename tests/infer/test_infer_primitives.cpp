@@ -7,12 +7,14 @@
 #include <torch/utils.h>
 
 #include <cmath>
+#include <set>
 
 #include "image/decode.h"
 #include "infer/attention.h"
 #include "infer/decode_graph.h"
 #include "infer/generate.h"
 #include "infer/scoring.h"
+#include "models/device_memory.h"
 #include "models/fixture_util.h"
 #include "models/llava.h"
 #include "test_paths.h"
@@ -312,6 +314,70 @@ TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
   two.input_ids = torch::ones({1, 2}, torch::kLong).to(model_->device());
   two.cache = &cache;
   EXPECT_THROW(model_->forward(two), c10::Error);
+}
+
+TEST_F(TinyLlava, DeviceMemoryPeakSeesAnAllocation) {
+  // The pairs stages' memory (models/device_memory.h): on a CUDA device the allocator's peak since
+  // the last reading covers a 64 MiB tensor, and the next reading, after it is freed, does not; a
+  // CUDA build must have it. On the CPU there is nothing to read.
+  const auto device = model_->device();
+  if (!device.is_cuda()) {
+    if (!models::device_memory_stats_available()) EXPECT_FALSE(models::take_device_memory_peak(0).has_value());
+    return;
+  }
+  ASSERT_TRUE(models::device_memory_stats_available()) << "this CUDA build reads no allocator statistics";
+  const int index = device.has_index() ? device.index() : 0;
+  models::take_device_memory_peak(index);
+  int64_t before = 0;
+  {
+    auto big = torch::empty({64 << 20}, torch::TensorOptions().dtype(torch::kUInt8).device(device));
+    before = models::take_device_memory_peak(index).value().allocated_bytes;
+    EXPECT_GE(before, int64_t{64} << 20);
+  }
+  const auto after = models::take_device_memory_peak(index).value();  // the peak reset at the last reading
+  EXPECT_GE(after.reserved_bytes, after.allocated_bytes);
+  EXPECT_LT(models::take_device_memory_peak(index).value().allocated_bytes, before);
+}
+
+TEST_F(TinyLlava, RecomputationCheckpointsTheRequestedLayers) {
+  // set_activation_recomputation(N): the first N decoder layers become LayerCheckpoint nodes of the
+  // graph (0 none, < 0 all); the logits and the gradient w.r.t. the embeddings stay the same.
+  const int64_t n_layers = model_->info().num_layers;
+  ASSERT_GE(n_layers, 2);
+  auto count_checkpoints = [](const torch::Tensor& out) {
+    std::vector<torch::autograd::Node*> todo{out.grad_fn().get()};
+    std::set<torch::autograd::Node*> seen;
+    int64_t n = 0;
+    while (!todo.empty()) {
+      auto* node = todo.back();
+      todo.pop_back();
+      if (!node || !seen.insert(node).second) continue;
+      if (node->name().find("LayerCheckpoint") != std::string::npos) ++n;
+      for (const auto& edge : node->next_edges()) todo.push_back(edge.function.get());
+    }
+    return n;
+  };
+  auto features = model_->encode_images(images_).detach();
+  torch::Tensor reference_logits, reference_grad;
+  for (int64_t layers : {int64_t{0}, int64_t{1}, n_layers - 1, int64_t{-1}}) {
+    SCOPED_TRACE("recomputed layers " + std::to_string(layers));
+    model_->set_activation_recomputation(layers);
+    auto f = features.clone().requires_grad_(true);
+    models::ForwardInput in;
+    in.input_ids = torch::tensor(ids_, torch::kLong).view({1, -1}).to(model_->device());
+    in.image_features = f;
+    auto logits = model_->forward(in).logits;
+    EXPECT_EQ(count_checkpoints(logits), layers < 0 ? n_layers : layers);
+    logits.logsumexp(-1).sum().backward();
+    if (!reference_logits.defined()) {
+      reference_logits = logits.detach();
+      reference_grad = f.grad();
+      continue;
+    }
+    EXPECT_LE((logits.detach() - reference_logits).abs().max().item<double>(), 1e-5);
+    EXPECT_LE((f.grad() - reference_grad).abs().max().item<double>(), 1e-5);
+  }
+  model_->set_activation_recomputation(0);
 }
 
 TEST_F(TinyLlava, FusedDecodingGroupsEqualTheirSeparateCalls) {

@@ -158,6 +158,19 @@ TEST(TrainConfig, PresetsFilesAndErrors) {
   EXPECT_EQ(load_train_config(dir + "/g2.json").grad_backend, "gloo");
   EXPECT_EQ(load_train_config(dir + "/g2.json").split_cost_positions, 1024);
   EXPECT_EQ(paper.split_cost_positions, 64);
+  // runtime.recompute_layers: true (every layer), false (none) or how many layers from the first.
+  EXPECT_EQ(paper.recompute_layers, 0);
+  for (const auto& [text, layers] : std::vector<std::pair<std::string, int64_t>>{{"true", -1}, {"false", 0}, {"3", 3}}) {
+    { std::ofstream(dir + "/rl.json") << R"({"runtime": {"recompute_layers": )" << text << "}}"; }
+    const auto c = load_train_config(dir + "/rl.json");
+    EXPECT_EQ(c.recompute_layers, layers) << text;
+    EXPECT_EQ(c.to_json()["runtime"]["recompute_layers"].dump(), text);  // written back as given
+  }
+  for (const char* bad : {"-2", "1.5", "\"all\""}) {
+    { std::ofstream(dir + "/rl.json") << R"({"runtime": {"recompute_layers": )" << bad << "}}"; }
+    err = test::error_of([&] { load_train_config(dir + "/rl.json"); });
+    EXPECT_NE(err.find("runtime.recompute_layers"), std::string::npos) << bad << ": " << err;
+  }
 
   P2DpoTrainConfig a = paper;
   apply_ablation(a, "ddw");
@@ -303,13 +316,19 @@ TEST(TrainP2Dpo, ActivationRecomputationTrainsIdentically) {
   cfg.adamw.eps = 1e-3;  // gradients agree to float order (sums accumulate in another order); see the Gloo test
   const std::string kept = test::scratch_dir("train_keep_activations"), again = test::scratch_dir("train_recompute");
   train_p2dpo(*model, cfg, options(kept));
-  cfg.recompute_layers = true;
-  train_p2dpo(*model, cfg, options(again));
-  EXPECT_LT(max_abs_diff(adapter_of(kept), adapter_of(again)), 1e-6);
-  const auto a = metrics_of(kept), b = metrics_of(again);
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_NEAR(a[i].at("loss").get<double>(), b[i].at("loss").get<double>(), 1e-6) << i;
-    EXPECT_NEAR(a[i].at("grad_norm").get<double>(), b[i].at("grad_norm").get<double>(), 1e-6) << i;
+  // Every layer recomputed, then only the first two of the world model's four.
+  for (int64_t layers : {-1, 2}) {
+    SCOPED_TRACE("recompute_layers " + std::to_string(layers));
+    cfg.recompute_layers = layers;
+    std::filesystem::remove_all(again);
+    train_p2dpo(*model, cfg, options(again));
+    EXPECT_LT(max_abs_diff(adapter_of(kept), adapter_of(again)), 1e-6);
+    const auto a = metrics_of(kept), b = metrics_of(again);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_NEAR(a[i].at("loss").get<double>(), b[i].at("loss").get<double>(), 1e-6) << i;
+      EXPECT_NEAR(a[i].at("grad_norm").get<double>(), b[i].at("grad_norm").get<double>(), 1e-6) << i;
+    }
   }
 }
 

@@ -41,9 +41,9 @@ TEST(Recipes, LlavaTrainRecipesMatchTheirPresets) {
   EXPECT_DOUBLE_EQ(paper.lr, 2e-5);
   // Four pairs per forward with recomputed layers: the measured 7B setting (bench/README.md).
   EXPECT_EQ(paper.micro_batch_size, 4);
-  EXPECT_TRUE(paper.recompute_layers);
+  EXPECT_EQ(paper.recompute_layers, -1);  // every layer
   EXPECT_EQ(released.micro_batch_size, 4);
-  EXPECT_TRUE(released.recompute_layers);
+  EXPECT_EQ(released.recompute_layers, -1);
   EXPECT_EQ(released.preset, "released-code");
   EXPECT_EQ(released.lora.r, preset.lora.r);
   EXPECT_DOUBLE_EQ(released.lora.alpha, preset.lora.alpha);
