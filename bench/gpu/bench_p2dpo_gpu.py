@@ -439,12 +439,13 @@ def main():
                                 "ours_peak_gpu_mib": ours.get("peak_gpu_mib_process"), "hf_peak_gpu_mib": peak,
                                 "hours_for_5700_prompts_ours": 5700 / o["pairs_per_hour"]}
                 # The CUDA allocator's peaks on both sides (torch.cuda.max_memory_* on HF's): p2dpo's
-                # per stage, so the stage that sets the peak is named.
+                # per stage, so the stage that sets the peak is named (by allocated memory: the
+                # reserved pool only grows, so every later stage shows its peak too).
                 stage_peaks = o.get("stage_peak_gpu_mib") or {}
                 if stage_peaks:
-                    top = max(stage_peaks, key=lambda k: stage_peaks[k]["reserved"])
-                    r["summary"].update({"ours_torch_peak_reserved_mib": stage_peaks[top]["reserved"],
-                                         "ours_torch_peak_allocated_mib": max(v["allocated"] for v in stage_peaks.values()),
+                    top = max(stage_peaks, key=lambda k: stage_peaks[k]["allocated"])
+                    r["summary"].update({"ours_torch_peak_reserved_mib": max(v["reserved"] for v in stage_peaks.values()),
+                                         "ours_torch_peak_allocated_mib": stage_peaks[top]["allocated"],
                                          "ours_peak_stage": top,
                                          "hf_torch_peak_reserved_mib": r.get("peak_reserved_mib"),
                                          "hf_torch_peak_allocated_mib": r.get("peak_allocated_mib")})
