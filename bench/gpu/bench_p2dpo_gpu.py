@@ -12,7 +12,7 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            process), and whether their greedy tokens agree.
   pairs    `p2dpo pairs` on the 7B (bench/gpu/pairs-bench.yaml: every answer 64 tokens), with its time
            by stage and an op profile of its second batch (`--profile`: host ops and GPU busy share
-           per stage); pairs_attn8 the same with the batch's attention maps in one forward;
+           per stage); pairs_attn1 (optional) the same with the attention maps one sample at a time;
            pairs_fast with those and CUDA-graph decoding (bench/gpu/pairs-bench-fast.yaml);
            pairs_growing (optional) decoding on growing KV caches stage by stage, as run 6 (frozen
            caches and two fused decoding loops are CUDA's defaults); pairs_unfused (optional) frozen
@@ -296,8 +296,8 @@ def main():
                     r["speedup_over_pairs_stage"] = r["run"]["pairs_per_hour"] / base
         return r
 
-    def pairs_attn8():
-        return pairs_variant("pairs-bench-attn8.yaml", os.path.join(W, "ours-pairs-attn8"))
+    def pairs_attn1():
+        return pairs_variant("pairs-bench-attn1.yaml", os.path.join(W, "ours-pairs-attn1"))
 
     def pairs_growing():
         return pairs_variant("pairs-bench-growing.yaml", os.path.join(W, "ours-pairs-growing"))
@@ -515,7 +515,7 @@ def main():
     stage("models", models, min_left=60)
     stage("pairs", pairs, min_left=60)
     stage("pairs_fast", pairs_fast, min_left=60)
-    stage("pairs_attn8", pairs_attn8, min_left=70)
+    stage("pairs_attn1", pairs_attn1, min_left=70)
     stage("hf_pairs", hf_pairs, min_left=60)
     stage("train", train, min_left=90)
     stage("train_mb4", train_mb4, min_left=50)

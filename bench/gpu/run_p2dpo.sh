@@ -8,7 +8,7 @@
 # 3. runs bench/gpu/bench_p2dpo_gpu.py within BUDGET_S seconds: decoding with and without CUDA
 #    graphs, pairs and training, p2dpo vs HF transformers + PEFT, with op profiles of both sides
 #    (profiles.json); optional stages: the PEFT round trip of a p2dpo adapter (peft), a two-rank
-#    torchrun training (ddp), the batched attention pass alone (pairs_attn8).
+#    torchrun training (ddp), the attention pass one sample at a time (pairs_attn1).
 set -u
 OUTDIR=${1:?usage: run_p2dpo.sh OUTDIR [BUDGET_S]}
 BUDGET=${2:-520}

@@ -25,6 +25,43 @@ void check_layers(const std::vector<int>& layers, int n) {
     if (l < 0 || l >= n)
       throw InputError("--layers", "layer " + std::to_string(l) + " is outside 0.." + std::to_string(n - 1));
 }
+
+// The gradient-weighted pass's forward, recording only what its backward needs. The prompt but its
+// last token runs without autograd into a KV cache; the last token, the query row, then runs alone
+// with autograd on, capturing its attention row at the layer (cap.query_rows = {0}). Positions
+// before the query row do not depend on its attention probabilities, so the backward carries one
+// token through the layers above the captured one instead of the whole prompt. Recording the
+// whole prompt kept about 1.6 GiB of activations per 620-token prompt on a 7B (bench/README.md,
+// GPU run 6: attention.batch 8 cost 11 GiB more than 1). Returns the last token's logits [B, 1, V].
+torch::Tensor query_row_logits(models::VisionLanguageModel& model, const torch::Tensor& ids, const torch::Tensor& mask,
+                               const torch::Tensor& image_features, models::AttentionCapture& cap) {
+  const int64_t L = ids.size(1);
+  cap.query_rows = {0};
+  models::KVCache cache = model.new_cache();
+  models::ForwardInput last;
+  last.capture = &cap;
+  last.logits_last_only = true;
+  if (L == 1) {
+    last.input_ids = ids;
+    last.attention_mask = mask;
+    last.image_features = image_features;
+    return model.forward(last).logits;
+  }
+  {
+    torch::NoGradGuard no_grad;
+    models::ForwardInput head;
+    head.input_ids = ids.slice(1, 0, L - 1);
+    if (mask.defined()) head.attention_mask = mask.slice(1, 0, L - 1);
+    head.image_features = image_features;  // image slots never end a prompt
+    head.cache = &cache;
+    head.logits_last_only = true;
+    model.forward(head);
+  }
+  last.input_ids = ids.slice(1, L - 1, L);
+  if (mask.defined()) last.attention_mask = mask.slice(1, L - 1, L);
+  last.cache = &cache;
+  return model.forward(last).logits;
+}
 }  // namespace
 
 ImageAttention attention_to_images(models::VisionLanguageModel& model,
@@ -63,24 +100,21 @@ GradAttention gradient_weighted_attention(models::VisionLanguageModel& model,
   check_layers({layer}, model.info().num_layers);
   models::SyncedLap lap(model.device().is_cuda());
   torch::AutoGradMode grad_on(true);
-  const int64_t L = static_cast<int64_t>(prompt_ids.size());
+  if (prompt_ids.empty()) throw InputError("--prompt", "a prompt has no tokens");
   auto positions = image_positions_of(prompt_ids, model.info().image_token_id);
   models::AttentionCapture cap;
   cap.layers = {layer};
-  cap.query_rows = {L - 1};
   cap.keep_graph = true;
-  models::ForwardInput in;
-  in.input_ids = torch::tensor(prompt_ids, torch::kLong).view({1, -1});
+  torch::Tensor features;
   {
     torch::NoGradGuard no_grad;  // image features are constants here
-    in.image_features = model.encode_images(images);
+    features = model.encode_images(images);
   }
   GradAttention g;
   g.encode_s = lap.next("attention.encode");
-  in.capture = &cap;
-  in.logits_last_only = true;
-  auto out = model.forward(in);
-  auto last = out.logits.select(1, 0).select(0, 0);  // [V]
+  const auto logits = query_row_logits(model, torch::tensor(prompt_ids, torch::kLong).view({1, -1}), torch::Tensor(),
+                                       features, cap);
+  auto last = logits.select(1, 0).select(0, 0);  // [V]
   const int64_t target = last.argmax().item<int64_t>();
   auto logp = torch::log_softmax(last, -1)[target];
   g.forward_s = lap.next("attention.forward");
@@ -130,16 +164,9 @@ std::vector<GradAttention> gradient_weighted_attention_batch(
   const double encode_s = lap.next("attention.encode");
   models::AttentionCapture cap;
   cap.layers = {layer};
-  cap.query_rows = {L - 1};
   cap.keep_graph = true;
-  models::ForwardInput in;
-  in.input_ids = ids;
-  in.attention_mask = mask;
-  if (!feature_rows.empty()) in.image_features = torch::cat(feature_rows, 0);
-  in.capture = &cap;
-  in.logits_last_only = true;
-  auto fwd = model.forward(in);
-  auto last = fwd.logits.select(1, 0);  // [B, V]
+  const auto logits = query_row_logits(model, ids, mask, feature_rows.empty() ? torch::Tensor() : torch::cat(feature_rows, 0), cap);
+  auto last = logits.select(1, 0);  // [B, V]
   const auto targets = last.argmax(-1);
   auto logp = torch::log_softmax(last, -1).gather(1, targets.view({B, 1})).sum();
   const double forward_s = lap.next("attention.forward");

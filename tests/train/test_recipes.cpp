@@ -28,6 +28,7 @@ TEST(Recipes, LlavaPairsRecipesMatchTheirPresets) {
   EXPECT_EQ(released.erase.pil_inclusive_end, true);
   // The 7B recipes leave the decoding switches to the device (frozen caches and fused loops on CUDA).
   for (const auto* c : {&paper, &released}) {
+    EXPECT_EQ(c->attention.batch, 8);  // a batch's maps in one pass (only the query row is differentiated)
     EXPECT_FALSE(c->decoding.fixed_cache.has_value());
     EXPECT_FALSE(c->decoding.fuse_stages.has_value());
   }
