@@ -16,7 +16,7 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            pairs_fast with those and CUDA-graph decoding (bench/gpu/pairs-bench-fast.yaml);
            pairs_growing (optional) decoding on growing KV caches stage by stage, as run 6 (frozen
            caches and two fused decoding loops are CUDA's defaults); pairs_unfused (optional) frozen
-           caches, stage by stage.
+           caches, stage by stage; pairs_ref4 (optional) reference scoring four samples per call.
   peft     a p2dpo adapter trained on the small model, loaded by `PeftModel.from_pretrained`:
            PEFT's log-probs vs p2dpo's (`score --adapter`), and `p2dpo merge` loaded by HF vs
            PEFT's merge_and_unload.
@@ -302,6 +302,9 @@ def main():
     def pairs_growing():
         return pairs_variant("pairs-bench-growing.yaml", os.path.join(W, "ours-pairs-growing"))
 
+    def pairs_ref4():
+        return pairs_variant("pairs-bench-ref4.yaml", os.path.join(W, "ours-pairs-ref4"))
+
     def pairs_unfused():
         return pairs_variant("pairs-bench-unfused.yaml", os.path.join(W, "ours-pairs-unfused"))
 
@@ -524,6 +527,7 @@ def main():
     stage("train_mb4_r26", train_mb4_r26, min_left=40)
     stage("pairs_growing", pairs_growing, min_left=70)
     stage("pairs_unfused", pairs_unfused, min_left=70)
+    stage("pairs_ref4", pairs_ref4, min_left=70)
     stage("peft", peft_check, min_left=40)
     stage("ddp", ddp, min_left=30)
     res["total_seconds"] = time.time() - T0
