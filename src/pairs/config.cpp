@@ -122,6 +122,14 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// Keys whose value may take more than one JSON type: switches that may also be "auto" (decided per
+// device) or a count. Their readers check the value and name the key.
+bool reader_checks_type(const std::string& name) {
+  for (const char* key : {"decoding.fixed_cache", "decoding.fuse_stages", "runtime.recompute_layers"})
+    if (ends_with(name, key)) return true;
+  return false;
+}
+
 }  // namespace
 
 // Every key of `user` must exist in `defaults` with a compatible type; reports "path: key a.b.c ...".
@@ -131,6 +139,7 @@ void check_known_keys(const json& user, const json& defaults, const std::string&
     const std::string name = prefix.empty() ? key : prefix + "." + key;
     if (!defaults.contains(key)) throw InputError(path, "unknown key '" + name + "'");
     const json& d = defaults.at(key);
+    if (reader_checks_type(name)) continue;
     if (d.is_object()) {
       check_known_keys(value, d, path, name);
     } else if (d.is_array()) {
@@ -144,17 +153,9 @@ void check_known_keys(const json& user, const json& defaults, const std::string&
       if (d.is_number_integer() && !value.is_number_integer())
         throw InputError(path, "key '" + name + "' must be an integer, got " + value.dump());
     } else if (d.is_boolean()) {
-      // runtime.recompute_layers (train) is a switch that may also be a number of layers; its
-      // reader checks the number.
-      const bool or_count = ends_with(name, "runtime.recompute_layers") && value.is_number_integer();
-      if (!value.is_boolean() && !or_count)
-        throw InputError(path, "key '" + name + "' must be true or false, got " + value.dump());
+      if (!value.is_boolean()) throw InputError(path, "key '" + name + "' must be true or false, got " + value.dump());
     } else if (d.is_string()) {
-      // decoding.fixed_cache and fuse_stages are switches that may also be "auto" (decided per
-      // device); their reader checks the text.
-      const bool auto_switch = ends_with(name, "decoding.fixed_cache") || ends_with(name, "decoding.fuse_stages");
-      if (!value.is_string() && !(auto_switch && value.is_boolean()))
-        throw InputError(path, "key '" + name + "' must be text, got " + io::json_type_name(value));
+      if (!value.is_string()) throw InputError(path, "key '" + name + "' must be text, got " + io::json_type_name(value));
     }
   }
 }

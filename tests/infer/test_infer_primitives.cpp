@@ -55,6 +55,18 @@ TEST(Warpers, TopKKeepsTiesAndTopPKeepsSmallestSetAboveP) {
   EXPECT_FLOAT_EQ(wt[0][1].item<float>(), -4.0f);
 }
 
+// Two decodings of the same rows agree: tokens and how they stopped exactly, log-probs to float
+// rounding (frozen vs growing caches, fused vs separate loops pad to other shapes).
+void expect_same_generations(const std::vector<infer::GenerationResult>& a, const std::vector<infer::GenerationResult>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t r = 0; r < a.size(); ++r) {
+    EXPECT_EQ(a[r].token_ids, b[r].token_ids) << "row " << r;
+    EXPECT_EQ(a[r].stopped_on_eos, b[r].stopped_on_eos) << "row " << r;
+    ASSERT_EQ(a[r].logprobs.size(), b[r].logprobs.size());
+    for (size_t i = 0; i < a[r].logprobs.size(); ++i) EXPECT_NEAR(a[r].logprobs[i], b[r].logprobs[i], 1e-4) << r << " " << i;
+  }
+}
+
 class TinyLlava : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -62,6 +74,16 @@ class TinyLlava : public ::testing::Test {
     model_ = models::LlavaModel::load(test::data_path("llava-tiny-sharp-s0"), {test::test_device()});
     images_ = {model_->prepare_image(image::decode_image_file(test::data_path("llava-tiny-sharp-s0/image0.png")))};
     ids_ = model_->tokenize_prompt(kPrompt, images_);
+  }
+  // A cache the prompt (ids_ with these image features) has filled.
+  models::KVCache prompt_cache(const torch::Tensor& features) {
+    models::KVCache cache = model_->new_cache();
+    models::ForwardInput prompt;
+    prompt.input_ids = torch::tensor(ids_, torch::kLong).view({1, -1});
+    prompt.image_features = features;
+    prompt.cache = &cache;
+    model_->forward(prompt);
+    return cache;
   }
   std::unique_ptr<models::LlavaModel> model_;
   std::vector<models::PreparedImage> images_;
@@ -260,14 +282,6 @@ TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
   cfg.fixed_cache = false;  // the reference: a growing cache (CUDA models freeze theirs by default)
   infer::GenerationRequest req{ids_, model_->encode_images(images_), std::nullopt};
   infer::GenerationRequest shorter{std::vector<int64_t>(ids_.begin(), ids_.end() - 3), req.image_features, std::nullopt};
-  auto compare = [](const std::vector<infer::GenerationResult>& a, const std::vector<infer::GenerationResult>& b) {
-    ASSERT_EQ(a.size(), b.size());
-    for (size_t r = 0; r < a.size(); ++r) {
-      EXPECT_EQ(a[r].token_ids, b[r].token_ids) << "row " << r;
-      ASSERT_EQ(a[r].logprobs.size(), b[r].logprobs.size());
-      for (size_t i = 0; i < a[r].logprobs.size(); ++i) EXPECT_NEAR(a[r].logprobs[i], b[r].logprobs[i], 1e-4) << r << " " << i;
-    }
-  };
   // On a GPU the graphs must really be there (CMake turns them off if it cannot build them).
   if (model_->device().is_cuda()) EXPECT_TRUE(infer::decode_graphs_available()) << "this CUDA build has no CUDA graphs";
   const auto growing = infer::generate(*model_, {req, shorter}, cfg);
@@ -277,7 +291,7 @@ TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
     auto c = cfg;
     c.fixed_cache = !graphs;
     c.cuda_graphs = graphs;
-    compare(growing, infer::generate(*model_, {req, shorter}, c));
+    expect_same_generations(growing, infer::generate(*model_, {req, shorter}, c));
   }
 
   // Sampling draws the same tokens (the host generators see the same probabilities).
@@ -287,7 +301,7 @@ TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
   sampled.seed = 11;
   auto sampled_fixed = sampled;
   sampled_fixed.fixed_cache = true;
-  compare(infer::generate(*model_, {req, shorter}, sampled), infer::generate(*model_, {req, shorter}, sampled_fixed));
+  expect_same_generations(infer::generate(*model_, {req, shorter}, sampled), infer::generate(*model_, {req, shorter}, sampled_fixed));
 
   // Two contexts per sequence (contrastive decoding) step through one frozen cache.
   auto dark = images_[0];
@@ -297,16 +311,11 @@ TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
   auto cd_fixed = cfg;
   cd_fixed.cuda_graphs = true;
   cd_fixed.fixed_cache = true;
-  compare(infer::generate_multi_context(*model_, {{req, amateur}}, combine, cfg),
+  expect_same_generations(infer::generate_multi_context(*model_, {{req, amateur}}, combine, cfg),
           infer::generate_multi_context(*model_, {{req, amateur}}, combine, cd_fixed));
 
   // A frozen cache takes one token per row, and freezes once.
-  models::KVCache cache = model_->new_cache();
-  models::ForwardInput prompt;
-  prompt.input_ids = torch::tensor(ids_, torch::kLong).view({1, -1});
-  prompt.image_features = req.image_features;
-  prompt.cache = &cache;
-  model_->forward(prompt);
+  models::KVCache cache = prompt_cache(req.image_features);
   EXPECT_THROW(model_->freeze_cache(cache, cache.length()), c10::Error);  // no room
   model_->freeze_cache(cache, cache.length() + 4);
   EXPECT_THROW(model_->freeze_cache(cache, 100), c10::Error);
@@ -345,15 +354,15 @@ TEST_F(TinyLlava, RecomputationCheckpointsTheRequestedLayers) {
   const int64_t n_layers = model_->info().num_layers;
   ASSERT_GE(n_layers, 2);
   auto count_checkpoints = [](const torch::Tensor& out) {
-    std::vector<torch::autograd::Node*> todo{out.grad_fn().get()};
+    std::vector<torch::autograd::Node*> pending{out.grad_fn().get()};
     std::set<torch::autograd::Node*> seen;
     int64_t n = 0;
-    while (!todo.empty()) {
-      auto* node = todo.back();
-      todo.pop_back();
+    while (!pending.empty()) {
+      auto* node = pending.back();
+      pending.pop_back();
       if (!node || !seen.insert(node).second) continue;
       if (node->name().find("LayerCheckpoint") != std::string::npos) ++n;
-      for (const auto& edge : node->next_edges()) todo.push_back(edge.function.get());
+      for (const auto& edge : node->next_edges()) pending.push_back(edge.function.get());
     }
     return n;
   };
@@ -392,15 +401,6 @@ TEST_F(TinyLlava, FusedDecodingGroupsEqualTheirSeparateCalls) {
   dark.pixel_values = torch::zeros_like(dark.pixel_values);
   infer::GenerationRequest amateur{ids_, model_->encode_images({dark}), std::nullopt};
   auto combine = [](const torch::Tensor& l) { return 1.5 * l.select(1, 0) - 0.5 * l.select(1, 1); };
-  auto compare = [](const std::vector<infer::GenerationResult>& a, const std::vector<infer::GenerationResult>& b) {
-    ASSERT_EQ(a.size(), b.size());
-    for (size_t r = 0; r < a.size(); ++r) {
-      EXPECT_EQ(a[r].token_ids, b[r].token_ids) << "row " << r;
-      EXPECT_EQ(a[r].stopped_on_eos, b[r].stopped_on_eos) << "row " << r;
-      ASSERT_EQ(a[r].logprobs.size(), b[r].logprobs.size());
-      for (size_t i = 0; i < a[r].logprobs.size(); ++i) EXPECT_NEAR(a[r].logprobs[i], b[r].logprobs[i], 1e-4) << r << " " << i;
-    }
-  };
   for (bool fixed : {false, true}) {
     SCOPED_TRACE(fixed ? "frozen cache" : "growing cache");
     infer::SamplingConfig base;
@@ -438,21 +438,16 @@ TEST_F(TinyLlava, FusedDecodingGroupsEqualTheirSeparateCalls) {
     const auto greedy_alone = infer::generate(*model_, {req, shorter}, greedy.cfg);
     EXPECT_TRUE(greedy_alone[0].stopped_on_eos);
     EXPECT_LE(greedy_alone[0].token_ids.size(), 6u);
-    compare(fused[0], greedy_alone);
-    compare(fused[2], infer::generate(*model_, {shorter, sampled.contexts[1][0], sampled.contexts[2][0]}, sampled.cfg));
+    expect_same_generations(fused[0], greedy_alone);
+    expect_same_generations(fused[2], infer::generate(*model_, {shorter, sampled.contexts[1][0], sampled.contexts[2][0]}, sampled.cfg));
     EXPECT_EQ(fused[2][0].token_ids.size(), 20u);
-    compare(fused[4], infer::generate_multi_context(*model_, contrastive.contexts, combine, contrastive.cfg));
+    expect_same_generations(fused[4], infer::generate_multi_context(*model_, contrastive.contexts, combine, contrastive.cfg));
     EXPECT_EQ(fused[4][0].token_ids.size(), 24u);
   }
   // A generated token that happens to be the image token (random models draw it) continues a
   // cached sequence like any other token, as in HF: embedded, not taken for an image slot.
   for (bool fixed : {false, true}) {
-    models::KVCache cache = model_->new_cache();
-    models::ForwardInput prompt;
-    prompt.input_ids = torch::tensor(ids_, torch::kLong).view({1, -1});
-    prompt.image_features = req.image_features;
-    prompt.cache = &cache;
-    model_->forward(prompt);
+    models::KVCache cache = prompt_cache(req.image_features);
     if (fixed) model_->freeze_cache(cache, cache.length() + 2);
     models::ForwardInput step;
     step.input_ids = torch::full({1, 1}, model_->info().image_token_id, torch::kLong).to(model_->device());
