@@ -156,6 +156,8 @@ std::vector<std::vector<GenerationResult>> generate_groups(models::VisionLanguag
   const bool fixed = loop_cfg->fixed_cache.value_or(model.device().is_cuda());
   const bool freeze = use_cache && (fixed || graphs) && max_steps > 1;
   std::unique_ptr<DecodeGraph> graph;
+  // The prompt's keys and values go straight into buffers of the frozen capacity.
+  if (freeze) cache.room_after = max_steps;
   for (int step = 0; step < max_steps; ++step) {
     models::ForwardOutput out;
     if (cache.is_fixed()) {

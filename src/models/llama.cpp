@@ -33,13 +33,13 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
 // view. torch::cat would copy the whole cache every step and ask the allocator for a slightly
 // larger block each time; the buffer grows to the next multiple of 128 rows above what it must
 // hold instead, so a decode step writes one row and copies the cache once per 128 tokens.
-void append_to_cache(torch::Tensor& buf, torch::Tensor& view, const torch::Tensor& x) {
+void append_to_cache(torch::Tensor& buf, torch::Tensor& view, const torch::Tensor& x, int64_t room_after) {
   const int64_t T = view.defined() ? view.size(2) : 0, L = x.size(2);
   const bool view_in_buf = buf.defined() && view.defined() && view.data_ptr() == buf.data_ptr() &&
                            buf.size(0) == x.size(0) && buf.scalar_type() == x.scalar_type();
   if (!view_in_buf || buf.size(2) < T + L) {
     constexpr int64_t kChunk = 128;
-    const int64_t capacity = (T + L) / kChunk * kChunk + kChunk;
+    const int64_t capacity = room_after > 0 ? T + L + room_after : (T + L) / kChunk * kChunk + kChunk;
     auto grown = torch::empty({x.size(0), x.size(1), capacity, x.size(3)}, x.options());
     if (T > 0) grown.narrow(2, 0, T).copy_(view);
     buf = grown;
@@ -328,10 +328,19 @@ void LlamaDecoder::freeze_cache(KVCache& cache, int64_t capacity) const {
   for (size_t i = 0; i < layers_.size(); ++i) {
     for (auto [valid, buffer] : {std::pair<torch::Tensor*, torch::Tensor*>{&cache.keys[i], &cache.key_buffers[i]},
                                  {&cache.values[i], &cache.value_buffers[i]}}) {
-      // Zeros, not empty: masked columns get exactly zero weight, and 0 * NaN would still be NaN.
-      auto fixed = torch::zeros({B, valid->size(1), capacity, valid->size(3)}, valid->options());
-      fixed.narrow(2, 0, T).copy_(*valid);
-      *buffer = fixed;
+      // Columns past the prompt are zeros, not garbage: masked columns get exactly zero weight,
+      // and 0 * NaN would still be NaN.
+      const bool adopt = buffer->defined() && buffer->data_ptr() == valid->data_ptr() && buffer->size(2) == capacity &&
+                         buffer->is_contiguous();
+      if (adopt) {
+        // The prompt was written into buffers of this capacity (KVCache::room_after): keep them.
+        buffer->narrow(2, T, capacity - T).zero_();
+      } else {
+        // A copy, layer by layer; on CUDA the old buffers stay in the allocator's pool.
+        auto fixed = torch::zeros({B, valid->size(1), capacity, valid->size(3)}, valid->options());
+        fixed.narrow(2, 0, T).copy_(*valid);
+        *buffer = fixed;
+      }
       *valid = torch::Tensor();
     }
   }
@@ -415,8 +424,8 @@ torch::Tensor LlamaDecoder::attention(int layer_index, const LlamaLayer& l, cons
       ck = k;
       cv = v;
     } else {
-      append_to_cache(cache->key_buffers[layer_index], ck, k);
-      append_to_cache(cache->value_buffers[layer_index], cv, v);
+      append_to_cache(cache->key_buffers[layer_index], ck, k, cache->room_after);
+      append_to_cache(cache->value_buffers[layer_index], cv, v, cache->room_after);
       k = ck;
       v = cv;
     }

@@ -42,6 +42,10 @@ struct KVCache {
   std::vector<torch::Tensor> key_buffers, value_buffers;
   torch::Tensor attention_mask;  // [B, T] int64, 1 = real token, 0 = padding; grows with the cache
   bool has_padding = false;      // any 0 in attention_mask, tracked on the host (no device sync per step)
+  // When > 0, a buffer allocated for T positions gets room for exactly T + room_after (else it grows
+  // in chunks). A cache frozen right after its prompt with that room then keeps its buffers:
+  // freeze_cache neither copies the prompt nor holds it twice.
+  int64_t room_after = 0;
   // Set once frozen: keys/values then live in key_buffers/value_buffers [B, n_kv, capacity, d] and
   // `keys`, `values` and `attention_mask` are no longer kept up to date.
   std::shared_ptr<FixedDecodeState> fixed;

@@ -7,6 +7,7 @@
 #include <torch/utils.h>
 
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "image/decode.h"
@@ -76,8 +77,9 @@ class TinyLlava : public ::testing::Test {
     ids_ = model_->tokenize_prompt(kPrompt, images_);
   }
   // A cache the prompt (ids_ with these image features) has filled.
-  models::KVCache prompt_cache(const torch::Tensor& features) {
+  models::KVCache prompt_cache(const torch::Tensor& features, int64_t room_after = 0) {
     models::KVCache cache = model_->new_cache();
+    cache.room_after = room_after;
     models::ForwardInput prompt;
     prompt.input_ids = torch::tensor(ids_, torch::kLong).view({1, -1});
     prompt.image_features = features;
@@ -323,6 +325,35 @@ TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
   two.input_ids = torch::ones({1, 2}, torch::kLong).to(model_->device());
   two.cache = &cache;
   EXPECT_THROW(model_->forward(two), c10::Error);
+
+  // A cache whose prompt left room for the new tokens (KVCache::room_after, as generate() asks when
+  // it freezes) is frozen in place: the same buffers, its tail zeroed, and the same decoding steps
+  // as a frozen copy of a cache that grew in chunks.
+  models::KVCache roomy = prompt_cache(req.image_features, 4);
+  models::KVCache chunked = prompt_cache(req.image_features);
+  const int64_t T = roomy.length();
+  ASSERT_EQ(chunked.length(), T);
+  ASSERT_EQ(roomy.key_buffers[0].size(2), T + 4);
+  ASSERT_NE(chunked.key_buffers[0].size(2), T + 4);
+  const void* roomy_keys = roomy.key_buffers[0].data_ptr();
+  const void* chunked_keys = chunked.key_buffers[0].data_ptr();
+  // Garbage past the prompt, as torch::empty may leave it: freezing must clear it.
+  roomy.key_buffers[0].narrow(2, T, 4).fill_(std::numeric_limits<float>::quiet_NaN());
+  roomy.value_buffers[0].narrow(2, T, 4).fill_(std::numeric_limits<float>::quiet_NaN());
+  model_->freeze_cache(roomy, T + 4);
+  model_->freeze_cache(chunked, T + 4);
+  EXPECT_EQ(roomy.key_buffers[0].data_ptr(), roomy_keys);
+  EXPECT_NE(chunked.key_buffers[0].data_ptr(), chunked_keys);
+  EXPECT_EQ(roomy.key_buffers[0].narrow(2, T, 4).abs().sum().item<double>(), 0.0);
+  for (int64_t token : {5, 9, 2}) {
+    models::ForwardInput step;
+    step.input_ids = torch::full({1, 1}, token, torch::kLong).to(model_->device());
+    step.cache = &roomy;
+    const auto a = model_->forward(step).logits;
+    step.cache = &chunked;
+    const auto b = model_->forward(step).logits;
+    EXPECT_TRUE(torch::equal(a, b)) << "token " << token;
+  }
 }
 
 TEST_F(TinyLlava, DeviceMemoryPeakSeesAnAllocation) {
