@@ -3,10 +3,11 @@
 // the same inputs). Works on CPU too (that is how it is tested without a GPU):
 //   ./build/bench_decode --model DIR [--device cuda] [--dtype bf16] [--image PNG]
 //       [--new-tokens 128] [--repeats 3] [--long-context 2048] [--out FILE.json] [--dump DIR]
-//       [--rows 16] [--modes growing,growing_nocudnn,fixed,graphs]
-// --modes times decoding with the growing KV cache (the CPU's default), the same with PyTorch's
-// cuDNN attention backend turned off (CUDA, PyTorch >= 2.4), a frozen cache (CUDA's default) and,
-// on CUDA, CUDA graphs over it (infer::SamplingConfig), all at --rows identical prompts, in this process;
+//       [--rows 16] [--modes growing,growing_nocudnn,fixed,fixed_nocudnn,graphs,graphs_nocudnn]
+// --modes times decoding with the growing KV cache (the CPU's default), a frozen cache (CUDA's
+// default) and, on CUDA, CUDA graphs over it (infer::SamplingConfig), each with PyTorch's own choice
+// of attention kernels and, as MODE_nocudnn, with its cuDNN attention turned off (CUDA, PyTorch >= 2.4;
+// p2dpo's default on CUDA), all at --rows identical prompts, in this process;
 // `decoding_modes` reports each one's ms per step, its ratio to the growing cache and whether its
 // greedy tokens equal the growing cache's.
 // --dump writes the exact inputs (prompt ids, pixel values) and our outputs (prefill logits of the
@@ -15,7 +16,6 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 #include <torch/version.h>
-#include <ATen/Context.h>
 
 #include <algorithm>
 #include <chrono>
@@ -27,6 +27,7 @@
 #include "infer/generate.h"
 #include "io/json_io.h"
 #include "io/safetensors.h"
+#include "models/attention_backend.h"
 #include "models/llava.h"
 
 namespace fs = std::filesystem;
@@ -38,7 +39,7 @@ namespace {
 struct Args {
   std::string model, device = "cpu", dtype = "fp32", image, out, dump;
   int new_tokens = 128, repeats = 3, long_context = 2048, long_new_tokens = 32, rows = 1;
-  std::string modes = "growing,growing_nocudnn,fixed,graphs";
+  std::string modes = "growing,growing_nocudnn,fixed,fixed_nocudnn,graphs,graphs_nocudnn";
 };
 
 Args parse(int argc, char** argv) {
@@ -107,20 +108,6 @@ std::pair<double, torch::Tensor> prefill(models::LlavaModel& m, const std::vecto
   auto out = m.forward(in);
   auto logits = out.logits.to(torch::kCPU);  // the host read a generation step would make
   return {seconds_since(t0), logits.view({-1})};
-}
-
-// Whether scaled_dot_product_attention may pick cuDNN's kernels. On sm90, PyTorch 2.x can route it
-// to cuDNN, which builds an execution plan per new shape, and a growing cache gives every decoding
-// step a new key length: the suspect for growing-cache steps of 70 ms where a frozen cache's took
-// 18 (H200, bench/README.md GPU run 6). Returns false where this PyTorch has no such switch.
-bool set_cudnn_attention(bool on) {
-#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
-  at::globalContext().setSDPUseCuDNN(on);
-  return true;
-#else
-  (void)on;
-  return false;
-#endif
 }
 
 // generate() end to end: encode + prefill + n tokens, EOS ignored so every run has n tokens.
@@ -241,14 +228,18 @@ int main(int argc, char** argv) try {
   // (and, with graphs, the capture), so the per-step time comes from the n- minus 2-token runs.
   json modes = json::object();
   json growing;
-  for (const std::string mode : {"growing", "growing_nocudnn", "fixed", "graphs"}) {
+  // A mode's `_nocudnn` form runs it with PyTorch's cuDNN attention turned off (models/attention_backend.h;
+  // `p2dpo --cudnn-attention auto` on CUDA); the plain forms keep PyTorch's own choice, as GPU run 6 did.
+  for (const std::string mode : {"growing", "growing_nocudnn", "fixed", "fixed_nocudnn", "graphs", "graphs_nocudnn"}) {
     if (("," + a.modes + ",").find("," + mode + ",") == std::string::npos) continue;
-    if (mode == "graphs" && !(dev.is_cuda() && infer::decode_graphs_available())) continue;
-    if (mode == "growing_nocudnn" && !(dev.is_cuda() && set_cudnn_attention(false))) continue;
+    const bool nocudnn = mode.size() > 8 && mode.compare(mode.size() - 8, 8, "_nocudnn") == 0;
+    const std::string base = nocudnn ? mode.substr(0, mode.size() - 8) : mode;
+    if (base == "graphs" && !(dev.is_cuda() && infer::decode_graphs_available())) continue;
+    if (nocudnn && !(dev.is_cuda() && models::set_cudnn_attention(false))) continue;
     Decoding d;
     d.rows = a.rows;
-    d.fixed_cache = mode == "fixed";
-    d.cuda_graphs = mode == "graphs";
+    d.fixed_cache = base == "fixed";
+    d.cuda_graphs = base == "graphs";
     std::cerr << "measuring decoding: " << mode << ", " << a.rows << " rows\n";
     std::vector<double> two, n;
     std::vector<int64_t> tokens;
@@ -271,7 +262,7 @@ int main(int argc, char** argv) try {
       j["same_greedy_tokens_as_growing"] = tokens == growing["greedy_tokens"].get<std::vector<int64_t>>();
     }
     modes[mode] = j;
-    if (mode == "growing_nocudnn") set_cudnn_attention(true);
+    if (nocudnn) models::set_cudnn_attention(true);
   }
   result["decoding_modes"] = modes;
 

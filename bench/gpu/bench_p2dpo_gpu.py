@@ -7,8 +7,8 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            32k-piece tokenizer of bench/gpu/tokenizer-32k), a random CLIP ViT-L/14-336 CLIPModel for
            CLIPScore, and a small fp32 LLaVA (7B widths, 2 layers) for exact checks; N synthetic
            640x480 images with open-ended questions.
-  decode   bench_decode on the 7B at 16 rows and at 1: ms per decoding step with the growing KV cache
-           (with and without PyTorch's cuDNN attention), a frozen one and CUDA graphs over it (same
+  decode   bench_decode on the 7B at 16 rows and at 1: ms per decoding step with the growing KV cache,
+           a frozen one and CUDA graphs over it, each with and without PyTorch's cuDNN attention (same
            process), and whether their greedy tokens agree.
   pairs    `p2dpo pairs` on the 7B (bench/gpu/pairs-bench.yaml: every answer 64 tokens), with its time
            by stage and an op profile of its second batch (`--profile`: host ops and GPU busy share
@@ -16,7 +16,9 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            pairs_fast with those and CUDA-graph decoding (bench/gpu/pairs-bench-fast.yaml);
            pairs_growing (optional) decoding on growing KV caches stage by stage, as run 6 (frozen
            caches and two fused decoding loops are CUDA's defaults); pairs_unfused (optional) frozen
-           caches, stage by stage; pairs_ref4 (optional) reference scoring four samples per call.
+           caches, stage by stage; pairs_ref4 (optional) reference scoring four samples per call; pairs_cudnn
+           (optional) with PyTorch's own choice of attention kernels (cuDNN's on sm90; p2dpo turns
+           cuDNN attention off on CUDA by default).
   peft     a p2dpo adapter trained on the small model, loaded by `PeftModel.from_pretrained`:
            PEFT's log-probs vs p2dpo's (`score --adapter`), and `p2dpo merge` loaded by HF vs
            PEFT's merge_and_unload.
@@ -25,7 +27,8 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            an op profile of p2dpo's step 2; train_mb4 p2dpo with four pairs per forward and layer
            recomputation (bench/gpu/train-bench-mb4.yaml, the 7B recipe's setting); train_mb4_serial
            the same without the worker thread that builds the next micro-batch's images;
-           train_mb4_r26 (optional) recomputing only the first 26 of the 32 layers.
+           train_mb4_r26 (optional) recomputing only the first 26 of the 32 layers; train_mb4_cudnn
+           (optional) with PyTorch's own choice of attention kernels.
   hf_pairs the same pair-generation steps with HF transformers (hf_p2dpo.py pairs), with a
            torch.profiler summary of its second batch by stage.
 Profile summaries go to profiles.json beside --out (one file: the device tool returns few files).
@@ -239,10 +242,10 @@ def main():
         json.dump(made, open(marker, "w"))
         return made
 
-    def run_pairs(config, out, profile=None):
+    def run_pairs(config, out, profile=None, extra=()):
         return run([p2, "pairs", "--model", M7, "--clip", CLIP, "--config", os.path.join(HERE, config), "--data",
                     state["data"], "--images", state["images"], "--out", out, "--device", "cuda", "--dtype",
-                    "bfloat16", "--json", "--quiet"] + (["--profile", profile] if profile else []))
+                    "bfloat16", "--json", "--quiet"] + (["--profile", profile] if profile else []) + list(extra))
 
     def decode():
         # At 16 rows (the pairs' batches) and at 1 row (the batch-1 decode that took 86.7 ms a token
@@ -255,7 +258,7 @@ def main():
             out = os.path.join(W, f"decode-{rows}.json")
             rc, so, secs, peak = run([args.bench_decode, "--model", M7, "--device", "cuda", "--dtype", "bf16",
                                       "--new-tokens", "32", "--repeats", "2", "--long-context", "0", "--rows", str(rows),
-                                      "--modes", "growing,growing_nocudnn,fixed,graphs", "--out", out])
+                                      "--modes", "growing,growing_nocudnn,fixed,fixed_nocudnn,graphs,graphs_nocudnn", "--out", out])
             key = "decoding_modes" if rows == 16 else f"decoding_modes_{rows}_row"
             r[key] = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
             if rc == 0:
@@ -288,9 +291,9 @@ def main():
             state["pairs"] = out
         return r
 
-    def pairs_variant(config, out):
+    def pairs_variant(config, out, extra=()):
         """A pairs run with other cost settings, and how many crops and focus answers equal `pairs`'."""
-        rc, so, secs, peak = run_pairs(config, out)
+        rc, so, secs, peak = run_pairs(config, out, extra=extra)
         r = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak}
         if rc == 0:
             r["run"] = last_json(so).get("run")
@@ -315,6 +318,11 @@ def main():
 
     def pairs_unfused():
         return pairs_variant("pairs-bench-unfused.yaml", os.path.join(W, "ours-pairs-unfused"))
+
+    def pairs_cudnn():
+        # PyTorch's own choice of attention kernels (cuDNN's on sm90) instead of p2dpo's default on CUDA,
+        # which turns cuDNN attention off (its per-shape plans cost host time; models/attention_backend.h).
+        return pairs_variant("pairs-bench.yaml", os.path.join(W, "ours-pairs-cudnn"), extra=["--cudnn-attention", "on"])
 
     def pairs_fast():
         # Not profiled: CUPTI and CUDA-graph capture are known to fail together (p2dpo turns graphs
@@ -354,10 +362,10 @@ def main():
         r["adapter_config"] = json.load(open(os.path.join(adapter, "adapter_config.json")))
         return r
 
-    def ours_train(config, out, profile):
+    def ours_train(config, out, profile, extra=()):
         rc, so, secs, peak = run([p2, "train", "--config", os.path.join(HERE, config), "--model", M7,
                                   "--pairs", state["pairs"], "--out", out, "--device", "cuda", "--json", "--quiet",
-                                  "--max-steps", str(args.train_steps), "--profile", profile, "--profile-step", "2"])
+                                  "--max-steps", str(args.train_steps), "--profile", profile, "--profile-step", "2"] + list(extra))
         ours = {"exit_status": rc, "process_seconds": secs, "peak_gpu_mib_process": peak,
                 "note": "step 2 is profiled (its time includes the profiler's overhead)"}
         if rc == 0:
@@ -407,6 +415,17 @@ def main():
         if ours.get("step_seconds") and prefetched:
             ours["summary"] = {"serial_step_s": steady_median(ours["step_seconds"]), "prefetch_step_s": steady_median(prefetched),
                                "prefetch_speedup": steady_median(ours["step_seconds"]) / steady_median(prefetched)}
+        return ours
+
+    def train_mb4_cudnn():
+        # train_mb4 with PyTorch's own choice of attention kernels (cuDNN's on sm90), against p2dpo's
+        # default on CUDA (cuDNN attention off).
+        ours = ours_train("train-bench-mb4.yaml", os.path.join(W, "ours-train-mb4-cudnn"), os.path.join(W, "profile-train-mb4-cudnn"),
+                          extra=["--cudnn-attention", "on"])
+        default = (res["stages"].get("train_mb4") or {}).get("step_seconds")
+        if ours.get("step_seconds") and default:
+            ours["summary"] = {"cudnn_step_s": steady_median(ours["step_seconds"]), "default_step_s": steady_median(default),
+                               "default_speedup_over_cudnn": steady_median(ours["step_seconds"]) / steady_median(default)}
         return ours
 
     def train_mb4_r26():
@@ -533,6 +552,8 @@ def main():
     stage("train_mb4_serial", train_mb4_serial, min_left=40)
     stage("decode", decode, min_left=40)
     stage("train_mb4_r26", train_mb4_r26, min_left=40)
+    stage("train_mb4_cudnn", train_mb4_cudnn, min_left=40)
+    stage("pairs_cudnn", pairs_cudnn, min_left=70)
     stage("pairs_growing", pairs_growing, min_left=70)
     stage("pairs_unfused", pairs_unfused, min_left=70)
     stage("pairs_ref4", pairs_ref4, min_left=70)

@@ -8,6 +8,7 @@
 
 #include "image/decode.h"
 #include "io/errors.h"
+#include "models/attention_backend.h"
 #include "train/lora.h"
 
 namespace p2dpo::cli {
@@ -19,6 +20,10 @@ void ModelFlags::add(CLI::App* cmd) {
   cmd->add_option("--dtype", dtype, "weights dtype: float32, bfloat16, float16")->capture_default_str();
   cmd->add_flag("--pad-to-square", pad_to_square, "pad images to a square with the mean colour (original LLaVA)");
   cmd->add_option("--adapter", adapter_dir, "LoRA adapter directory (PEFT layout, e.g. a `p2dpo train` run's adapter/) applied on top of --model");
+  cmd->add_option("--cudnn-attention", cudnn_attention,
+                  "whether PyTorch may run attention on cuDNN's kernels (CUDA, PyTorch >= 2.4): auto (off: the "
+                  "memory-efficient kernels, without cuDNN's per-shape plans), on (PyTorch's choice) or off")
+      ->capture_default_str();
 }
 
 std::unique_ptr<models::VisionLanguageModel> ModelFlags::load() const {
@@ -26,10 +31,16 @@ std::unique_ptr<models::VisionLanguageModel> ModelFlags::load() const {
   opts.device = models::parse_device(device, "--device");
   opts.dtype = models::parse_dtype(dtype, "--dtype");
   opts.pad_to_square = pad_to_square;
+  const auto cudnn = models::parse_cudnn_attention(cudnn_attention, "--cudnn-attention");
   auto model = models::load_model(model_dir, opts);
+  cudnn_attention_allowed_ = models::apply_cudnn_attention(cudnn, model->device().is_cuda());
   // The adapter's weights live in the model's layers (Linear::lora); the handle is not needed.
   if (!adapter_dir.empty()) train::LoraAdapter::load(*model, adapter_dir);
   return model;
+}
+
+nlohmann::json ModelFlags::cudnn_attention_json() const {
+  return cudnn_attention_allowed_ ? nlohmann::json(*cudnn_attention_allowed_) : nlohmann::json(nullptr);
 }
 
 std::vector<models::PreparedImage> load_images(models::VisionLanguageModel& model,

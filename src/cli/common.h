@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,16 @@ struct ModelFlags {
   std::string dtype = "float32";
   bool pad_to_square = false;
   std::string adapter_dir;  // a PEFT LoRA directory applied on top of the model ("" = none)
+  std::string cudnn_attention = "auto";  // models/attention_backend.h
   void add(CLI::App* cmd);
+  // Loads the model and applies --cudnn-attention for its device (a process-wide switch).
   std::unique_ptr<models::VisionLanguageModel> load() const;
+  // After load(): whether PyTorch may pick cuDNN attention kernels (null: nothing to switch, as on
+  // the CPU), for a command's JSON output.
+  nlohmann::json cudnn_attention_json() const;
+
+ private:
+  mutable std::optional<bool> cudnn_attention_allowed_;
 };
 
 std::vector<models::PreparedImage> load_images(models::VisionLanguageModel& model,

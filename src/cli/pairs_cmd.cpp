@@ -97,6 +97,7 @@ void register_pairs(CLI::App& app) {
       shown["run"]["stage_peak_gpu_mib"] = peaks;  // the CUDA allocator's, as torch.cuda.max_memory_*
     }
     if (!summary.profile.is_null()) shown["run"]["profile"] = profile_brief(summary.profile, o->profile);
+    if (const auto cudnn = o->model.cudnn_attention_json(); !cudnn.is_null()) shown["run"]["cudnn_attention"] = cudnn;
     print_result(shown, o->json);
   });
 }

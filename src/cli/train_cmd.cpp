@@ -77,6 +77,7 @@ void register_train(CLI::App& app) {
     if (r.resumed_from) summary["resumed_from"] = *r.resumed_from;
     if (!r.last_metrics.is_null()) summary["last_metrics"] = r.last_metrics;
     if (!r.profile.is_null()) summary["profile"] = profile_brief(r.profile, o->profile);
+    if (const auto cudnn = o->model.cudnn_attention_json(); !cudnn.is_null()) summary["cudnn_attention"] = cudnn;
     print_result(summary, o->json);
   });
 }

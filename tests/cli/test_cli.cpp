@@ -180,6 +180,27 @@ TEST(CliBadInput, AnswerIdOutsideVocabulary) {
                      "--answer-ids");
 }
 
+TEST(CliBadInput, UnknownCudnnAttentionChoice) {
+  expect_input_error(run({"generate", "--model", model(), "--cudnn-attention", "sometimes", "--image", image0(), "--prompt",
+                          kPrompt}),
+                     "--cudnn-attention", "sometimes");
+}
+
+TEST(Cli, CudnnAttentionChoiceChangesNothingOnTheCpu) {
+  // A CUDA-only switch (models/attention_backend.h): on the CPU every choice decodes the same.
+  std::vector<std::string> a = {"generate", "--model", model(), "--image", image0(), "--prompt", kPrompt,
+                                "--max-new-tokens", "6", "--json"};
+  const auto plain = run(a);
+  ASSERT_EQ(plain.status, 0) << plain.out;
+  for (const std::string choice : {"on", "off", "auto"}) {
+    auto v = a;
+    v.insert(v.end(), {"--cudnn-attention", choice});
+    const auto r = run(v);
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(r.out, plain.out) << choice;
+  }
+}
+
 TEST(CliBadInput, UnknownDevice) {
   expect_input_error(run({"generate", "--model", model(), "--device", "tpu", "--image", image0(), "--prompt", kPrompt}),
                      "--device");
