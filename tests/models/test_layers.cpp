@@ -4,6 +4,7 @@
 #include <torch/types.h>
 #include <torch/utils.h>
 
+#include "models/fixture_util.h"
 #include "models/layers.h"
 
 using namespace p2dpo;
@@ -42,4 +43,33 @@ TEST(RMSNorm, NormalisesInFloat32ThenCastsBeforeTheWeight) {
   EXPECT_NEAR(y[0][1].item<double>(), 0.5 * 4.0 * r, 1e-6);
   auto yb = n(x.to(torch::kBFloat16));
   EXPECT_EQ(yb.scalar_type(), torch::kFloat32);  // bf16 input * fp32 weight promotes, as in HF
+}
+
+TEST(RMSNorm, OnCudaMatchesHfOrder) {
+  // On a CUDA test device (P2DPO_TEST_DEVICE=cuda) the norm is PyTorch's rms_norm (PyTorch >= 2.4):
+  // within float rounding of HF's order in fp32 and within two bf16 ulps in bf16. On the CPU it is
+  // HF's order exactly.
+  torch::manual_seed(3);
+  const auto device = test::test_device();
+  models::RMSNorm n;
+  n.eps = 1e-5;
+  auto x = torch::randn({4, 7, 64}) * 3.0;
+  auto w = torch::randn({64});
+  auto hf_order = [&](const torch::Tensor& xi, const torch::Tensor& wi) {
+    auto x32 = xi.to(torch::kFloat32);
+    auto y = (x32 * torch::rsqrt(x32.pow(2).mean(-1, true) + n.eps)).to(xi.scalar_type());
+    return wi * y;
+  };
+  for (const auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    const auto xi = x.to(dtype).to(device), wi = w.to(dtype).to(device);
+    n.weight = wi;
+    const auto got = n(xi).to(torch::kCPU).to(torch::kFloat32);
+    const auto want = hf_order(xi, wi).to(torch::kCPU).to(torch::kFloat32);
+    if (!device.is_cuda()) {
+      EXPECT_TRUE(torch::equal(got, want));
+      continue;
+    }
+    const double tol = dtype == torch::kFloat32 ? 1e-5 : 2.0 / 128.0;  // bf16: 8 significant bits
+    EXPECT_LE(((got - want).abs() / (want.abs() + 1e-3)).max().item<double>(), tol) << dtype;
+  }
 }
