@@ -129,7 +129,7 @@ GradAttention gradient_weighted_attention(models::VisionLanguageModel& model,
 
 std::vector<GradAttention> gradient_weighted_attention_batch(
     models::VisionLanguageModel& model, const std::vector<std::vector<models::PreparedImage>>& images,
-    const std::vector<std::vector<int64_t>>& prompt_ids, int layer) {
+    const std::vector<std::vector<int64_t>>& prompt_ids, int layer, bool encode_together) {
   if (images.size() != prompt_ids.size()) throw std::invalid_argument("one image list per prompt");
   if (prompt_ids.size() == 1) return {gradient_weighted_attention(model, images[0], prompt_ids[0], layer)};
   std::vector<GradAttention> out;
@@ -148,6 +148,7 @@ std::vector<GradAttention> gradient_weighted_attention_batch(
   std::vector<torch::Tensor> feature_rows;
   {
     torch::NoGradGuard no_grad;  // image features are constants here
+    std::vector<models::PreparedImage> all_images;  // encode_together: rows in prompt order, as below
     for (int64_t b = 0; b < B; ++b) {
       const auto& p = prompt_ids[static_cast<size_t>(b)];
       if (p.empty()) throw InputError("--prompt", "a prompt has no tokens");
@@ -155,10 +156,17 @@ std::vector<GradAttention> gradient_weighted_attention_batch(
       ids.index_put_({b, torch::indexing::Slice(off, torch::indexing::None)}, torch::tensor(p, torch::kLong));
       mask.index_put_({b, torch::indexing::Slice(off, torch::indexing::None)}, 1);
       const auto& imgs = images[static_cast<size_t>(b)];
-      if (!imgs.empty()) {
+      if (imgs.empty()) continue;
+      if (encode_together) {
+        all_images.insert(all_images.end(), imgs.begin(), imgs.end());
+      } else {
         auto f = model.encode_images(imgs);
         feature_rows.push_back(f.reshape({-1, f.size(-1)}));
       }
+    }
+    if (!all_images.empty()) {
+      auto f = model.encode_images(all_images);
+      feature_rows.push_back(f.reshape({-1, f.size(-1)}));
     }
   }
   const double encode_s = lap.next("attention.encode");

@@ -39,8 +39,10 @@ GradAttention gradient_weighted_attention(models::VisionLanguageModel& model,
 // The same for several prompts in one left-padded forward and one backward (each row's log-prob
 // depends on its own row only, so row b's map is the single-prompt map up to float rounding).
 // On a GPU one batched pass replaces one launch-bound pass per prompt. One result per prompt.
+// encode_together: the prompts' images go through the vision tower in one call instead of one call
+// per prompt (the same features to float rounding).
 std::vector<GradAttention> gradient_weighted_attention_batch(
     models::VisionLanguageModel& model, const std::vector<std::vector<models::PreparedImage>>& images,
-    const std::vector<std::vector<int64_t>>& prompt_ids, int layer);
+    const std::vector<std::vector<int64_t>>& prompt_ids, int layer, bool encode_together = false);
 
 }  // namespace p2dpo::infer

@@ -59,7 +59,8 @@ json PairsConfig::to_json() const {
   j["reference_batch"] = reference_batch;
   j["decoding"] = {{"fixed_cache", decoding.fixed_cache ? json(*decoding.fixed_cache) : json("auto")},
                    {"cuda_graphs", decoding.cuda_graphs},
-                   {"fuse_stages", decoding.fuse_stages ? json(*decoding.fuse_stages) : json("auto")}};
+                   {"fuse_stages", decoding.fuse_stages ? json(*decoding.fuse_stages) : json("auto")},
+                   {"encode_together", decoding.encode_together ? json(*decoding.encode_together) : json("auto")}};
   return j;
 }
 
@@ -125,7 +126,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 // Keys whose value may take more than one JSON type: switches that may also be "auto" (decided per
 // device) or a count. Their readers check the value and name the key.
 bool reader_checks_type(const std::string& name) {
-  for (const char* key : {"decoding.fixed_cache", "decoding.fuse_stages", "runtime.recompute_layers"})
+  for (const char* key : {"decoding.fixed_cache", "decoding.fuse_stages", "decoding.encode_together", "runtime.recompute_layers"})
     if (ends_with(name, key)) return true;
   return false;
 }
@@ -231,6 +232,7 @@ PairsConfig from_resolved_json(const json& j, const std::string& path) {
   };
   c.decoding.fixed_cache = auto_switch("fixed_cache");
   c.decoding.fuse_stages = auto_switch("fuse_stages");
+  c.decoding.encode_together = auto_switch("encode_together");
   c.decoding.cuda_graphs = decoding.value("cuda_graphs", false);
 
   // Values that parse but mean nothing.

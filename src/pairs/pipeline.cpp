@@ -273,7 +273,8 @@ void attention_grids(models::VisionLanguageModel& model, std::vector<SampleWork>
     }
     std::vector<torch::Tensor> maps(i1 - i0);
     for (int l : layers) {
-      const auto g = infer::gradient_weighted_attention_batch(model, images, ids, l);
+      const auto g = infer::gradient_weighted_attention_batch(model, images, ids, l,
+                                                              cfg.decoding.encoded_together_on(model.device().is_cuda()));
       for (size_t k = 0; k < g.size(); ++k) {
         add_attention_parts(parts, g[k]);
         maps[k] = maps[k].defined() ? maps[k] + g[k].map : g[k].map;
@@ -381,7 +382,14 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   torch::NoGradGuard no_grad;
   // Each sample's four views, encoded once: rows 0 I, 1 I_crop, 2 I_deg, 3 I_noise.
   std::vector<torch::Tensor> view_features;
-  for (const auto& w : work) view_features.push_back(model.encode_images({w.p_orig, w.p_crop, w.p_deg, w.p_noise}));
+  if (cfg.decoding.encoded_together_on(model.device().is_cuda())) {
+    std::vector<models::PreparedImage> views;
+    for (const auto& w : work) views.insert(views.end(), {w.p_orig, w.p_crop, w.p_deg, w.p_noise});
+    const auto all = model.encode_images(views);
+    for (size_t i = 0; i < work.size(); ++i) view_features.push_back(all.narrow(0, static_cast<int64_t>(4 * i), 4));
+  } else {
+    for (const auto& w : work) view_features.push_back(model.encode_images({w.p_orig, w.p_crop, w.p_deg, w.p_noise}));
+  }
   clock.lap("encode_views");
 
   // The batch's answers, one decoding group per kind (infer::DecodeGroup).

@@ -520,3 +520,4 @@ TEST(ReducedPrecision, Bfloat16WeightsTrackFloat32) {
 }
 
 }  // namespace
+

@@ -350,6 +350,35 @@ TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
         EXPECT_NEAR(v.get<double>(), with[i]["reference"][k].get<double>(), 1e-4) << i << " " << k;
     }
   }
+  // The batch's images encoded in one vision-tower call (decoding.encode_together, the default on a
+  // GPU), the attention pass batched too: the same crops and answers, log-probs to float rounding.
+  auto together = cfg;
+  together.attention.batch = 2;
+  together.decoding.encode_together = true;
+  auto apart = together;
+  apart.decoding.encode_together = false;
+  const std::string tg = test::scratch_dir("pairs_encode_together"), ap = test::scratch_dir("pairs_encode_apart");
+  generate_pairs(*model, nullptr, together, tiny_options(tg, 4));
+  generate_pairs(*model, nullptr, apart, tiny_options(ap, 4));
+  {
+    const auto plain = io::read_jsonl_file(ap + "/pairs.jsonl"), with = io::read_jsonl_file(tg + "/pairs.jsonl");
+    ASSERT_EQ(plain.size(), with.size());
+    for (size_t i = 0; i < plain.size(); ++i) {
+      EXPECT_EQ(plain[i]["bbox"], with[i]["bbox"]) << i;
+      for (const char* pair : {"focus", "robust"})
+        for (const char* k : {"chosen", "rejected", "chosen_logp", "rejected_logp"}) {
+          if (std::string(k).find("logp") != std::string::npos)
+            EXPECT_NEAR(plain[i][pair][k].get<double>(), with[i][pair][k].get<double>(), 1e-4) << i << " " << pair << " " << k;
+          else
+            EXPECT_EQ(plain[i][pair][k], with[i][pair][k]) << i << " " << pair << " " << k;
+        }
+      for (const auto& [k, v] : plain[i]["reference"].items())
+        EXPECT_NEAR(v.get<double>(), with[i]["reference"][k].get<double>(), 1e-3) << i << " " << k;
+    }
+  }
+  // ... and a run may resume with the other setting.
+  EXPECT_EQ(generate_pairs(*model, nullptr, apart, tiny_options(tg, 4)).already_done, 4);
+
   auto graphs = cfg;
   graphs.decoding.cuda_graphs = true;
   EXPECT_EQ(generate_pairs(*model, nullptr, graphs, tiny_options(whole, 4)).already_done, 4);
@@ -418,6 +447,17 @@ TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
   EXPECT_TRUE(load_pairs_config(write_text(dir, "fn.yaml", "decoding:\n  fuse_stages: true\n")).decoding.fused_on(false));
   err = test::error_of([&] { load_pairs_config(write_text(dir, "fs.yaml", "decoding:\n  fuse_stages: 2\n")); });
   EXPECT_NE(err.find("decoding.fuse_stages"), std::string::npos) << err;
+  // decoding.encode_together: the same three values, "auto" (on CUDA devices only) the default.
+  EXPECT_FALSE(preset_config("paper").decoding.encode_together.has_value());
+  EXPECT_FALSE(preset_config("paper").decoding.encoded_together_on(false));
+  EXPECT_TRUE(preset_config("paper").decoding.encoded_together_on(true));
+  EXPECT_EQ(auto_cache.to_json()["decoding"]["encode_together"], "auto");
+  const auto apart_cfg = load_pairs_config(write_text(dir, "eo.yaml", "decoding:\n  encode_together: false\n"));
+  EXPECT_FALSE(apart_cfg.decoding.encoded_together_on(true));
+  EXPECT_EQ(load_pairs_config(write_text(dir, "eo.json", apart_cfg.to_json().dump())).decoding.encode_together,
+            std::optional<bool>(false));
+  err = test::error_of([&] { load_pairs_config(write_text(dir, "es.yaml", "decoding:\n  encode_together: often\n")); });
+  EXPECT_NE(err.find("decoding.encode_together"), std::string::npos) << err;
 
   // Gradient attention for both samples of a batch in one forward: the same crops (maps agree to
   // float rounding; the tiny model's are far from ties).
