@@ -16,6 +16,10 @@ class ClipScorer {
   ~ClipScorer();
   // One score per image, all against `text`.
   std::vector<double> scores(const std::string& text, const std::vector<image::ImageU8>& images) const;
+  // scores() for several texts, each with its own images, in one text-tower and one image-tower
+  // call (padded texts: the same scores to float rounding). One list per text.
+  std::vector<std::vector<double>> scores_each(const std::vector<std::string>& texts,
+                                               const std::vector<std::vector<image::ImageU8>>& images) const;
 
  private:
   ClipScorer();

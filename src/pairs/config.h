@@ -53,9 +53,9 @@ struct DecodingConfig {
   // and their records stay byte-identical to earlier runs.
   std::optional<bool> fuse_stages;
   bool fused_on(bool cuda) const { return fuse_stages.value_or(cuda); }
-  // Encode a batch's images in one vision-tower call: every sample's four views together, and the
-  // batched attention pass's images together, instead of one call per sample (GPU run 6: 0.19 s a
-  // batch each, the GPU 16-46 % busy). Unset ("auto"): on for CUDA devices, off on the CPU, where
+  // Encode a batch's images in one vision-tower call: every sample's four views together, the
+  // batched attention pass's images together, and the batch's CLIPScores in one call, instead of one
+  // call per sample (GPU run 6: 0.19-0.45 s a batch each, the GPU 16-62 % busy). Unset ("auto"): on for CUDA devices, off on the CPU, where
   // batching moves the features by float rounding (~1e-5) and the records would change.
   std::optional<bool> encode_together;
   bool encoded_together_on(bool cuda) const { return encode_together.value_or(cuda); }

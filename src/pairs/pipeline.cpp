@@ -523,6 +523,22 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
   clock.lap("reference_scoring");
   const double* ref_values = ref_sums.data_ptr<double>();
 
+  // CLIPScore of (P, I), (P, I_crop) and (P, inverse crop) for every sample: with
+  // decoding.encode_together one call for the batch, else one per sample in the loop below.
+  std::vector<std::vector<double>> clip_scores(work.size());
+  auto clip_images = [](const SampleWork& w) {
+    return std::vector<image::ImageU8>{w.original, w.crop, crop_view(w.original, w.inverse_result.box)};
+  };
+  if (clip && cfg.decoding.encoded_together_on(model.device().is_cuda())) {
+    std::vector<std::string> questions;
+    std::vector<std::vector<image::ImageU8>> images;
+    for (const auto& w : work) {
+      questions.push_back(w.sample->question);
+      images.push_back(clip_images(w));
+    }
+    clip_scores = clip->scores_each(questions, images);
+  }
+
   std::vector<json> records;
   for (size_t i = 0; i < work.size(); ++i) {
     const SampleWork& w = work[i];
@@ -579,8 +595,7 @@ std::vector<json> run_batch(models::VisionLanguageModel& model, const ClipScorer
 
     const DdwConfig& dc = cfg.ddw;
     if (clip) {
-      const auto inv = crop_view(w.original, w.inverse_result.box);
-      const auto sc = clip->scores(s.question, {w.original, w.crop, inv});
+      const auto sc = clip_scores[i].empty() ? clip->scores(s.question, clip_images(w)) : clip_scores[i];
       const DdwWeights dw = ddw_weights(sc[0], sc[1], dc);
       rec["clip"] = {{"image", sc[0]}, {"crop", sc[1]}, {"inverse_crop", sc[2]}, {"ratio", dw.ratio}};
       rec["weights"] = {{"alpha", dw.alpha}, {"w_focus", dw.w_focus}, {"w_robust", dw.w_robust}, {"ddw", dc.enabled}};

@@ -19,6 +19,7 @@
 #include "io/atomic_file.h"
 #include "io/json_io.h"
 #include "models/load.h"
+#include "pairs/clip_scorer.h"
 #include "pairs/config.h"
 #include "pairs/pipeline.h"
 #include "pairs/responses.h"
@@ -673,6 +674,36 @@ TEST(PairsWorld, ShippedModelMakesCompletePairs) {
   EXPECT_EQ(io::read_json_file(out + "/config.json")["focus"]["max_new_tokens"].get<int>(), 48);
   EXPECT_EQ(stats["winners_equal_original"]["samples"].get<int>(), 20);
   EXPECT_LE(stats["winners_equal_original"]["focus_chosen"].get<int>(), 20);
+}
+
+}  // namespace
+}  // namespace p2dpo::pairs
+
+namespace p2dpo::pairs {
+namespace {
+
+// One text-tower and one image-tower call for several texts, each with its own images (texts of
+// different lengths, so padded): the same scores as one call per text, to float rounding.
+TEST(ClipScorer, ScoresEachEqualsOneCallPerText) {
+  const std::string repo = std::string(P2DPO_TEST_DATA) + "/../..";
+  const auto scorer = ClipScorer::load(repo + "/models/world/clip");
+  std::vector<image::ImageU8> imgs;
+  for (const auto& e : fs::recursive_directory_iterator(test::data_path("pairs/images"))) {
+    if (e.path().extension() != ".png") continue;
+    imgs.push_back(image::decode_image_file(e.path().string()));
+    if (imgs.size() == 4) break;
+  }
+  ASSERT_EQ(imgs.size(), 4u);
+  const std::vector<std::string> texts = {"What is on the left of the red square?", "a circle"};
+  const std::vector<std::vector<image::ImageU8>> lists = {{imgs[0], imgs[1], imgs[2]}, {imgs[3]}};
+  const auto each = scorer->scores_each(texts, lists);
+  ASSERT_EQ(each.size(), 2u);
+  for (size_t t = 0; t < texts.size(); ++t) {
+    const auto one = scorer->scores(texts[t], lists[t]);
+    ASSERT_EQ(each[t].size(), one.size());
+    for (size_t k = 0; k < one.size(); ++k) EXPECT_NEAR(each[t][k], one[k], 1e-3) << t << " " << k;
+  }
+  EXPECT_THROW(scorer->scores_each(texts, {{imgs[0]}}), std::invalid_argument);
 }
 
 }  // namespace
