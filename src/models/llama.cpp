@@ -54,6 +54,20 @@ torch::Tensor repeat_kv(const torch::Tensor& x, int64_t rep) {
   const int64_t B = x.size(0), n = x.size(1), T = x.size(2), d = x.size(3);
   return x.unsqueeze(2).expand({B, n, rep, T, d}).reshape({B, n * rep, T, d});
 }
+// Whether a layer may project q, k and v with its fused weight: no enabled LoRA on them (a
+// disabled one adds nothing) and the three weights still the fused tensor's rows.
+bool qkv_fused(const LlamaLayer& l) {
+  if (!l.qkv_weight.defined()) return false;
+  int64_t offset = 0;
+  for (const Linear* p : {&l.q_proj, &l.k_proj, &l.v_proj}) {
+    if ((p->lora && p->lora->enabled) || p->bias.defined()) return false;
+    if (!p->weight.defined() ||
+        static_cast<const char*>(p->weight.data_ptr()) != static_cast<const char*>(l.qkv_weight.data_ptr()) + offset)
+      return false;
+    offset += p->weight.numel() * p->weight.element_size();
+  }
+  return true;
+}
 }  // namespace
 
 LlamaDecoder::LlamaDecoder(WeightStore& w, const std::string& pm, const std::string& ph,
@@ -98,11 +112,28 @@ LlamaDecoder::LlamaDecoder(WeightStore& w, const std::string& pm, const std::str
     l.down_proj = Linear::load(w, p + ".mlp.down_proj", I, H, cfg.mlp_bias, "text_config.intermediate_size");
     layers_.push_back(std::move(l));
   }
+  if (embed_tokens_.is_cuda()) fuse_qkv_projections();
   // inv_freq exactly as HF: 1 / base^(arange(0, d, 2).float() / d), kept in fp32.
   auto exponents = torch::arange(0, d, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(d);
   inv_freq_ = 1.0 / torch::pow(torch::tensor(static_cast<float>(cfg.rope_theta)), exponents);
   if (rope_type == "linear") inv_freq_ = inv_freq_ / static_cast<float>(cfg.rope_scaling.factor);
   inv_freq_ = inv_freq_.to(embed_tokens_.device());
+}
+
+void LlamaDecoder::fuse_qkv_projections() {
+  for (auto& l : layers_) {
+    if (l.qkv_weight.defined() || l.q_proj.bias.defined() || l.k_proj.bias.defined() || l.v_proj.bias.defined()) continue;
+    const int64_t nq = l.q_proj.weight.size(0), nkv = l.k_proj.weight.size(0);
+    auto fused = torch::empty({nq + 2 * nkv, l.q_proj.weight.size(1)}, l.q_proj.weight.options());
+    int64_t row = 0;
+    for (Linear* p : {&l.q_proj, &l.k_proj, &l.v_proj}) {
+      const int64_t rows = p->weight.size(0);
+      fused.narrow(0, row, rows).copy_(p->weight);
+      p->weight = fused.narrow(0, row, rows);  // contiguous rows: the same values, now a view
+      row += rows;
+    }
+    l.qkv_weight = fused;
+  }
 }
 
 torch::Tensor LlamaDecoder::embed(const torch::Tensor& ids) const {
@@ -399,11 +430,20 @@ torch::Tensor LlamaDecoder::attention(int layer_index, const LlamaLayer& l, cons
                                       std::vector<torch::Tensor>* attentions) const {
   const int64_t B = x.size(0), L = x.size(1);
   const int64_t d = cfg_.head_dim, nq = cfg_.num_attention_heads, nkv = cfg_.num_key_value_heads;
-  auto q = l.q_proj(x).view({B, L, nq, d}).transpose(1, 2);
-  auto k = l.k_proj(x).view({B, L, nkv, d}).transpose(1, 2);
-  auto v = l.v_proj(x).view({B, L, nkv, d}).transpose(1, 2);
-  q = apply_rope(q, cos, sin);  // sin: the signed table of rope_tables
-  k = apply_rope(k, cos, sin);
+  torch::Tensor q, k, v;
+  if (qkv_fused(l)) {
+    auto qkv = torch::linear(x, l.qkv_weight).view({B, L, nq + 2 * nkv, d}).transpose(1, 2);
+    auto qk = apply_rope(qkv.narrow(1, 0, nq + nkv), cos, sin);  // q and k in one pass
+    q = qk.narrow(1, 0, nq);
+    k = qk.narrow(1, nq, nkv);
+    v = qkv.narrow(1, nq + nkv, nkv);
+  } else {
+    q = l.q_proj(x).view({B, L, nq, d}).transpose(1, 2);
+    k = l.k_proj(x).view({B, L, nkv, d}).transpose(1, 2);
+    v = l.v_proj(x).view({B, L, nkv, d}).transpose(1, 2);
+    q = apply_rope(q, cos, sin);  // sin: the signed table of rope_tables
+    k = apply_rope(k, cos, sin);
+  }
   if (cache && cache->is_fixed()) {
     // Write this step's column in place (the index lives on the device: no host arithmetic, the
     // same kernels every step) and attend over the whole buffer through the key mask.

@@ -356,6 +356,45 @@ TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
   }
 }
 
+TEST_F(TinyLlava, FusedQkvProjectionsComputeTheSameLayers) {
+  // LlamaDecoder::fuse_qkv_projections (done at load on CUDA): the three weights become rows of one
+  // tensor, one GEMM projects them and one RoPE pass turns q and k; the same logits to float
+  // rounding. An enabled LoRA on q sends a layer back to the three projections (a zero B adds
+  // nothing there, so the values stay; a nonzero one must show).
+  torch::NoGradGuard ng;
+  auto& lm = model_->language_model();
+  lm.fuse_qkv_projections();
+  auto& layer = lm.layers()[0];
+  ASSERT_TRUE(layer.qkv_weight.defined());
+  EXPECT_EQ(layer.q_proj.weight.data_ptr(), layer.qkv_weight.data_ptr());
+  const auto features = model_->encode_images(images_);
+  auto logits = [&] {
+    models::ForwardInput in;
+    in.input_ids = torch::tensor(ids_, torch::kLong).view({1, -1});
+    in.image_features = features;
+    return model_->forward(in).logits.to(torch::kCPU);
+  };
+  const auto fused = logits();
+  torch::manual_seed(5);
+  std::vector<std::shared_ptr<models::LoraWeights>> loras;
+  for (auto& l : lm.layers()) {
+    auto lora = std::make_shared<models::LoraWeights>();
+    lora->A = torch::randn({2, l.q_proj.weight.size(1)}, l.q_proj.weight.options());
+    lora->B = torch::zeros({l.q_proj.weight.size(0), 2}, l.q_proj.weight.options());
+    l.q_proj.lora = lora;
+    loras.push_back(lora);
+  }
+  const auto separate = logits();
+  EXPECT_LE((fused - separate).abs().max().item<double>(), 1e-4);  // the HF-parity logit tolerance
+  for (auto& lora : loras) lora->B.normal_();
+  EXPECT_GT((logits() - separate).abs().max().item<double>(), 1e-3) << "the LoRA on q was not applied";
+  for (auto& l : lm.layers()) l.q_proj.lora = nullptr;
+  EXPECT_TRUE(torch::equal(logits(), fused));
+  // A weight replaced after fusing (no longer the fused tensor's rows) is used as it is.
+  layer.k_proj.weight = layer.k_proj.weight * 2.0;
+  EXPECT_GT((logits() - fused).abs().max().item<double>(), 1e-4) << "the replaced k weight was not used";
+}
+
 TEST_F(TinyLlava, DeviceMemoryPeakSeesAnAllocation) {
   // The pairs stages' memory (models/device_memory.h): on a CUDA device the allocator's peak since
   // the last reading covers a 64 MiB tensor, and the next reading, after it is freed, does not; a
