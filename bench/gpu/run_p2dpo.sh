@@ -12,7 +12,7 @@
 set -u
 OUTDIR=${1:?usage: run_p2dpo.sh OUTDIR [BUDGET_S]}
 BUDGET=${2:-520}
-STAGES=${3:-parity,models,pairs,pairs_fast,hf_pairs,train,train_mb4,train_mb4_serial,decode}
+STAGES=${3:-parity,models,pairs,pairs_fast,hf_pairs,train,train_mb4,train_mb4_r26,decode}
 mkdir -p "$OUTDIR"
 exec > >(tee "$OUTDIR/run_p2dpo.log") 2>&1
 SECONDS=0
