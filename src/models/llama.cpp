@@ -55,12 +55,13 @@ torch::Tensor repeat_kv(const torch::Tensor& x, int64_t rep) {
   return x.unsqueeze(2).expand({B, n, rep, T, d}).reshape({B, n * rep, T, d});
 }
 // Whether a layer may project q, k and v with its fused weight: no enabled LoRA on them (a
-// disabled one adds nothing) and the three weights still the fused tensor's rows.
+// disabled one adds nothing), weights that are not being trained (their gradients would not reach
+// them through the fused tensor) and still the fused tensor's rows.
 bool qkv_fused(const LlamaLayer& l) {
   if (!l.qkv_weight.defined()) return false;
   int64_t offset = 0;
   for (const Linear* p : {&l.q_proj, &l.k_proj, &l.v_proj}) {
-    if ((p->lora && p->lora->enabled) || p->bias.defined()) return false;
+    if ((p->lora && p->lora->enabled) || p->bias.defined() || p->weight.requires_grad()) return false;
     if (!p->weight.defined() ||
         static_cast<const char*>(p->weight.data_ptr()) != static_cast<const char*>(l.qkv_weight.data_ptr()) + offset)
       return false;

@@ -54,8 +54,8 @@ class LlamaDecoder {
   // memory), so a forward projects them in one GEMM and turns q and k in one RoPE pass: six fewer
   // host ops per layer, for the launch-bound stages of a GPU run. Done at load on CUDA devices; the
   // CPU keeps three GEMMs, which its records were made with (the fused GEMM rounds differently).
-  // A layer whose q, k or v has an enabled LoRA, or biases, or whose weights were replaced, takes
-  // the three projections as before.
+  // A layer whose q, k or v has an enabled LoRA, biases, weights that require gradients (full
+  // training) or weights replaced since takes the three projections as before.
   void fuse_qkv_projections();
   // Activation recomputation (gradient checkpointing) per decoder layer: with autograd on and no
   // attention or hidden-state capture, each layer keeps only its inputs and runs again in the

@@ -390,6 +390,18 @@ TEST_F(TinyLlava, FusedQkvProjectionsComputeTheSameLayers) {
   EXPECT_GT((logits() - separate).abs().max().item<double>(), 1e-3) << "the LoRA on q was not applied";
   for (auto& l : lm.layers()) l.q_proj.lora = nullptr;
   EXPECT_TRUE(torch::equal(logits(), fused));
+  {
+    // Weights being trained (full fine-tuning) take the three projections, so their gradients reach them.
+    torch::AutoGradMode grad(true);
+    layer.v_proj.weight.requires_grad_(true);
+    models::ForwardInput in;
+    in.input_ids = torch::tensor(ids_, torch::kLong).view({1, -1});
+    in.image_features = features;
+    model_->forward(in).logits.sum().backward();
+    ASSERT_TRUE(layer.v_proj.weight.grad().defined());
+    EXPECT_GT(layer.v_proj.weight.grad().abs().sum().item<double>(), 0.0);
+    layer.v_proj.weight.requires_grad_(false);
+  }
   // A weight replaced after fusing (no longer the fused tensor's rows) is used as it is.
   layer.k_proj.weight = layer.k_proj.weight * 2.0;
   EXPECT_GT((logits() - fused).abs().max().item<double>(), 1e-4) << "the replaced k weight was not used";
