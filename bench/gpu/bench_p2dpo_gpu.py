@@ -411,25 +411,25 @@ def main():
                                "step_rate_ratio": hf_step / steady_median(ours["step_seconds"])}
         return ours
 
+    def against_train_mb4(ours, mine, default, speedup):
+        # A train_mb4 variant's median step against train_mb4's of this call: speedup = mine / default.
+        base = (res["stages"].get("train_mb4") or {}).get("step_seconds")
+        if ours.get("step_seconds") and base:
+            a, b = steady_median(ours["step_seconds"]), steady_median(base)
+            ours["summary"] = {mine: a, default: b, speedup: a / b}
+        return ours
+
     def train_mb4_serial():
         # Without the worker thread that builds the next micro-batch's images: what the prefetch saves.
         ours = ours_train("train-bench-mb4-serial.yaml", os.path.join(W, "ours-train-mb4-serial"), os.path.join(W, "profile-train-mb4-serial"))
-        prefetched = (res["stages"].get("train_mb4") or {}).get("step_seconds")
-        if ours.get("step_seconds") and prefetched:
-            ours["summary"] = {"serial_step_s": steady_median(ours["step_seconds"]), "prefetch_step_s": steady_median(prefetched),
-                               "prefetch_speedup": steady_median(ours["step_seconds"]) / steady_median(prefetched)}
-        return ours
+        return against_train_mb4(ours, "serial_step_s", "prefetch_step_s", "prefetch_speedup")
 
     def train_mb4_cudnn():
         # train_mb4 with PyTorch's own choice of attention kernels (cuDNN's on sm90), against p2dpo's
         # default on CUDA (cuDNN attention off).
         ours = ours_train("train-bench-mb4.yaml", os.path.join(W, "ours-train-mb4-cudnn"), os.path.join(W, "profile-train-mb4-cudnn"),
                           extra=["--cudnn-attention", "on"])
-        default = (res["stages"].get("train_mb4") or {}).get("step_seconds")
-        if ours.get("step_seconds") and default:
-            ours["summary"] = {"cudnn_step_s": steady_median(ours["step_seconds"]), "default_step_s": steady_median(default),
-                               "default_speedup_over_cudnn": steady_median(ours["step_seconds"]) / steady_median(default)}
-        return ours
+        return against_train_mb4(ours, "cudnn_step_s", "default_step_s", "default_speedup_over_cudnn")
 
     def train_mb4_r26():
         # Only the first 26 of 32 layers recomputed: the step time saved and the memory it costs.

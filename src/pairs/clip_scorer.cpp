@@ -34,21 +34,7 @@ std::unique_ptr<ClipScorer> ClipScorer::load(const std::string& dir, const std::
 }
 
 std::vector<double> ClipScorer::scores(const std::string& text, const std::vector<image::ImageU8>& images) const {
-  torch::NoGradGuard no_grad;
-  if (images.empty()) return {};
-  const auto& m = *impl_->model;
-  std::vector<torch::Tensor> px;
-  for (const auto& im : images) px.push_back(models::pixels_to_tensor(image::preprocess_clip(im, impl_->processor)));
-  const auto batch = impl_->tokenizer->encode_batch({text}, static_cast<int>(m.config().text.max_position_embeddings));
-  const auto L = static_cast<int64_t>(batch.length);
-  const torch::Device dev = impl_->device;
-  auto ids = torch::tensor(batch.input_ids, torch::kLong).view({1, L}).to(dev);
-  auto mask = torch::tensor(batch.attention_mask, torch::kLong).view({1, L}).to(dev);
-  auto score = m.clip_score(m.text_features(ids, mask), m.image_features(torch::stack(px).to(dev)))
-                   .to(torch::kCPU, torch::kFloat64)
-                   .contiguous();
-  const double* d = score.data_ptr<double>();
-  return std::vector<double>(d, d + score.size(1));
+  return scores_each({text}, {images})[0];
 }
 
 std::vector<std::vector<double>> ClipScorer::scores_each(const std::vector<std::string>& texts,

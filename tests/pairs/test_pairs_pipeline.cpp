@@ -132,6 +132,42 @@ PairsRunOptions tiny_options(const std::string& out, int64_t limit) {
   return o;
 }
 
+// Two runs whose settings change cost, not results: the same answers (and crops, when
+// `same_bbox`), answer log-probs within logp_tol and reference sums within ref_tol.
+void expect_same_records_to_rounding(const std::string& dir_a, const std::string& dir_b, double logp_tol, double ref_tol,
+                                     bool same_bbox) {
+  const auto a = io::read_jsonl_file(dir_a + "/pairs.jsonl"), b = io::read_jsonl_file(dir_b + "/pairs.jsonl");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (same_bbox) EXPECT_EQ(a[i]["bbox"], b[i]["bbox"]) << i;
+    for (const char* pair : {"focus", "robust"}) {
+      for (const char* k : {"chosen", "rejected"}) EXPECT_EQ(a[i][pair][k], b[i][pair][k]) << i << " " << pair << " " << k;
+      for (const char* k : {"chosen_logp", "rejected_logp"})
+        EXPECT_NEAR(a[i][pair][k].get<double>(), b[i][pair][k].get<double>(), logp_tol) << i << " " << pair << " " << k;
+    }
+    EXPECT_EQ(a[i]["focus"].value("original", json()), b[i]["focus"].value("original", json())) << i;
+    for (const auto& [k, v] : a[i]["reference"].items())
+      EXPECT_NEAR(v.get<double>(), b[i]["reference"][k].get<double>(), ref_tol) << i << " " << k;
+  }
+}
+
+// A decoding switch that takes true, false or "auto" (unset, decided per device): "auto" by
+// default, false and true load and survive the resolved config's JSON, anything else names the key.
+void expect_auto_switch(const std::string& dir, const std::string& key, std::optional<bool> DecodingConfig::*field) {
+  EXPECT_FALSE((preset_config("paper").decoding.*field).has_value()) << key;
+  EXPECT_EQ(preset_config("paper").to_json()["decoding"][key], "auto");
+  EXPECT_FALSE((load_pairs_config(write_text(dir, key + "-a.yaml", "decoding:\n  " + key + ": auto\n")).decoding.*field).has_value());
+  for (const bool v : {false, true}) {
+    const auto c = load_pairs_config(write_text(dir, key + ".yaml", "decoding:\n  " + key + ": " + (v ? "true" : "false") + "\n"));
+    EXPECT_EQ(c.decoding.*field, std::optional<bool>(v)) << key;
+    EXPECT_EQ(load_pairs_config(write_text(dir, key + ".json", c.to_json().dump())).decoding.*field, std::optional<bool>(v)) << key;
+  }
+  for (const char* bad : {"sometimes", "2"}) {
+    const auto err = test::error_of([&] { load_pairs_config(write_text(dir, key + "-x.yaml", "decoding:\n  " + key + ": " + bad + "\n")); });
+    EXPECT_NE(err.find("decoding." + key), std::string::npos) << err;
+  }
+}
+
 TEST(PairsPipeline, RecordsStatsAndResume) {
   auto model = models::load_model(test::data_path("llava-tiny-s0"));
   const auto cfg = tiny_config();
@@ -335,22 +371,7 @@ TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
   EXPECT_TRUE(fused_run.stage_seconds.count("focus_chosen_generation"));
   EXPECT_TRUE(fused_run.stage_seconds.count("one_image_generation"));
   EXPECT_FALSE(fused_run.stage_seconds.count("contrastive_generation"));
-  {
-    const auto plain = io::read_jsonl_file(un + "/pairs.jsonl"), with = io::read_jsonl_file(fu + "/pairs.jsonl");
-    ASSERT_EQ(plain.size(), with.size());
-    for (size_t i = 0; i < plain.size(); ++i) {
-      for (const char* pair : {"focus", "robust"})
-        for (const char* k : {"chosen", "rejected", "chosen_logp", "rejected_logp"}) {
-          if (std::string(k).find("logp") != std::string::npos)
-            EXPECT_NEAR(plain[i][pair][k].get<double>(), with[i][pair][k].get<double>(), 1e-5) << i << " " << pair << " " << k;
-          else
-            EXPECT_EQ(plain[i][pair][k], with[i][pair][k]) << i << " " << pair << " " << k;
-        }
-      EXPECT_EQ(plain[i]["focus"]["original"], with[i]["focus"]["original"]) << i;
-      for (const auto& [k, v] : plain[i]["reference"].items())
-        EXPECT_NEAR(v.get<double>(), with[i]["reference"][k].get<double>(), 1e-4) << i << " " << k;
-    }
-  }
+  expect_same_records_to_rounding(un, fu, 1e-5, 1e-4, /*same_bbox=*/true);
   // The batch's images encoded in one vision-tower call (decoding.encode_together, the default on a
   // GPU), the attention pass batched too: the same crops and answers, log-probs to float rounding.
   auto together = cfg;
@@ -361,22 +382,7 @@ TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
   const std::string tg = test::scratch_dir("pairs_encode_together"), ap = test::scratch_dir("pairs_encode_apart");
   generate_pairs(*model, nullptr, together, tiny_options(tg, 4));
   generate_pairs(*model, nullptr, apart, tiny_options(ap, 4));
-  {
-    const auto plain = io::read_jsonl_file(ap + "/pairs.jsonl"), with = io::read_jsonl_file(tg + "/pairs.jsonl");
-    ASSERT_EQ(plain.size(), with.size());
-    for (size_t i = 0; i < plain.size(); ++i) {
-      EXPECT_EQ(plain[i]["bbox"], with[i]["bbox"]) << i;
-      for (const char* pair : {"focus", "robust"})
-        for (const char* k : {"chosen", "rejected", "chosen_logp", "rejected_logp"}) {
-          if (std::string(k).find("logp") != std::string::npos)
-            EXPECT_NEAR(plain[i][pair][k].get<double>(), with[i][pair][k].get<double>(), 1e-4) << i << " " << pair << " " << k;
-          else
-            EXPECT_EQ(plain[i][pair][k], with[i][pair][k]) << i << " " << pair << " " << k;
-        }
-      for (const auto& [k, v] : plain[i]["reference"].items())
-        EXPECT_NEAR(v.get<double>(), with[i]["reference"][k].get<double>(), 1e-3) << i << " " << k;
-    }
-  }
+  expect_same_records_to_rounding(ap, tg, 1e-4, 1e-3, /*same_bbox=*/true);
   // ... and a run may resume with the other setting.
   EXPECT_EQ(generate_pairs(*model, nullptr, apart, tiny_options(tg, 4)).already_done, 4);
 
@@ -424,41 +430,19 @@ TEST(PairsPipeline, ReferenceBatchFixedLengthsStageTimesAndOlderManifests) {
   EXPECT_EQ(load_pairs_config(write_text(dir, "ok.yaml", "reference_batch: 2\nmin_new_tokens: 5\n")).reference_batch, 2);
   err = test::error_of([&] { load_pairs_config(write_text(dir, "a.yaml", "attention:\n  batch: 0\n")); });
   EXPECT_NE(err.find("attention.batch"), std::string::npos) << err;
-  // decoding.fixed_cache: "auto" (the default) freezes caches on CUDA devices only.
-  const auto auto_cache = load_pairs_config(write_text(dir, "fa.yaml", "decoding:\n  fixed_cache: auto\n"));
-  EXPECT_FALSE(auto_cache.decoding.fixed_cache.has_value());  // generate() decides by device
-  EXPECT_EQ(auto_cache.to_json()["decoding"]["fixed_cache"], "auto");
-  EXPECT_FALSE(preset_config("paper").decoding.fixed_cache.has_value());
-  const auto off = load_pairs_config(write_text(dir, "ff.yaml", "decoding:\n  fixed_cache: false\n"));
-  EXPECT_EQ(off.decoding.fixed_cache, std::optional<bool>(false));
-  EXPECT_EQ(load_pairs_config(write_text(dir, "ff.json", off.to_json().dump())).decoding.fixed_cache, std::optional<bool>(false));
-  EXPECT_EQ(load_pairs_config(write_text(dir, "ft.yaml", "decoding:\n  fixed_cache: true\n")).decoding.fixed_cache,
-            std::optional<bool>(true));
-  err = test::error_of([&] { load_pairs_config(write_text(dir, "fx.yaml", "decoding:\n  fixed_cache: sometimes\n")); });
-  EXPECT_NE(err.find("decoding.fixed_cache"), std::string::npos) << err;
-  // decoding.fuse_stages: the same three values, "auto" (on CUDA devices only) the default.
-  EXPECT_FALSE(preset_config("paper").decoding.fuse_stages.has_value());
-  EXPECT_FALSE(preset_config("paper").decoding.fused_on(false));
-  EXPECT_TRUE(preset_config("paper").decoding.fused_on(true));
-  EXPECT_EQ(auto_cache.to_json()["decoding"]["fuse_stages"], "auto");
-  const auto fuse_off = load_pairs_config(write_text(dir, "fo.yaml", "decoding:\n  fuse_stages: false\n"));
-  EXPECT_EQ(fuse_off.decoding.fuse_stages, std::optional<bool>(false));
-  EXPECT_FALSE(fuse_off.decoding.fused_on(true));
-  EXPECT_EQ(load_pairs_config(write_text(dir, "fo.json", fuse_off.to_json().dump())).decoding.fuse_stages, std::optional<bool>(false));
-  EXPECT_TRUE(load_pairs_config(write_text(dir, "fn.yaml", "decoding:\n  fuse_stages: true\n")).decoding.fused_on(false));
-  err = test::error_of([&] { load_pairs_config(write_text(dir, "fs.yaml", "decoding:\n  fuse_stages: 2\n")); });
-  EXPECT_NE(err.find("decoding.fuse_stages"), std::string::npos) << err;
-  // decoding.encode_together: the same three values, "auto" (on CUDA devices only) the default.
-  EXPECT_FALSE(preset_config("paper").decoding.encode_together.has_value());
-  EXPECT_FALSE(preset_config("paper").decoding.encoded_together_on(false));
-  EXPECT_TRUE(preset_config("paper").decoding.encoded_together_on(true));
-  EXPECT_EQ(auto_cache.to_json()["decoding"]["encode_together"], "auto");
-  const auto apart_cfg = load_pairs_config(write_text(dir, "eo.yaml", "decoding:\n  encode_together: false\n"));
-  EXPECT_FALSE(apart_cfg.decoding.encoded_together_on(true));
-  EXPECT_EQ(load_pairs_config(write_text(dir, "eo.json", apart_cfg.to_json().dump())).decoding.encode_together,
-            std::optional<bool>(false));
-  err = test::error_of([&] { load_pairs_config(write_text(dir, "es.yaml", "decoding:\n  encode_together: often\n")); });
-  EXPECT_NE(err.find("decoding.encode_together"), std::string::npos) << err;
+  // The decoding switches: true, false or "auto" (the default: on for CUDA devices only).
+  expect_auto_switch(dir, "fixed_cache", &DecodingConfig::fixed_cache);  // "auto": generate() decides by device
+  expect_auto_switch(dir, "fuse_stages", &DecodingConfig::fuse_stages);
+  expect_auto_switch(dir, "encode_together", &DecodingConfig::encode_together);
+  for (const bool cuda : {false, true}) {
+    EXPECT_EQ(preset_config("paper").decoding.fused_on(cuda), cuda);
+    EXPECT_EQ(preset_config("paper").decoding.encoded_together_on(cuda), cuda);
+  }
+  DecodingConfig set;
+  set.fuse_stages = false;
+  set.encode_together = true;
+  EXPECT_FALSE(set.fused_on(true));
+  EXPECT_TRUE(set.encoded_together_on(false));
 
   // Gradient attention for both samples of a batch in one forward: the same crops (maps agree to
   // float rounding; the tiny model's are far from ties).
