@@ -18,7 +18,8 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            caches and two fused decoding loops are CUDA's defaults); pairs_unfused (optional) frozen
            caches, stage by stage; pairs_ref4 (optional) reference scoring four samples per call; pairs_cudnn
            (optional) with PyTorch's own choice of attention kernels (cuDNN's on sm90; p2dpo turns
-           cuDNN attention off on CUDA by default).
+           cuDNN attention off on CUDA by default); pairs_hf_ops (optional) with HF's op order
+           (--cuda-fused-ops off: q/k/v in three GEMMs, RMSNorm in eight ops).
   peft     a p2dpo adapter trained on the small model, loaded by `PeftModel.from_pretrained`:
            PEFT's log-probs vs p2dpo's (`score --adapter`), and `p2dpo merge` loaded by HF vs
            PEFT's merge_and_unload.
@@ -28,7 +29,9 @@ next one still runs; stages are skipped once --budget-s would be exceeded):
            recomputation (bench/gpu/train-bench-mb4.yaml, the 7B recipe's setting); train_mb4_serial
            the same without the worker thread that builds the next micro-batch's images;
            train_mb4_r26 (optional) recomputing only the first 26 of the 32 layers; train_mb4_cudnn
-           (optional) with PyTorch's own choice of attention kernels.
+           (optional) with PyTorch's own choice of attention kernels; train_mb4_lora_fp32 (optional)
+           with the adapter computed in fp32 (runtime.lora_precision: float32) instead of bf16 from
+           fp32 masters. HF + PEFT's policy forward runs under torch.autocast when ours does.
   hf_pairs the same pair-generation steps with HF transformers (hf_p2dpo.py pairs), with a
            torch.profiler summary of its second batch by stage.
 Profile summaries go to profiles.json beside --out (one file: the device tool returns few files).
@@ -327,6 +330,11 @@ def main():
         # which turns cuDNN attention off (its per-shape plans cost host time; models/attention_backend.h).
         return pairs_variant("pairs-bench.yaml", os.path.join(W, "ours-pairs-cudnn"), extra=["--cudnn-attention", "on"])
 
+    def pairs_hf_ops():
+        # HF's op order on CUDA (--cuda-fused-ops off: three q/k/v GEMMs, RMSNorm in eight ops): what
+        # the fused ops save, and whether the crops and answers change (models/fused_ops.h).
+        return pairs_variant("pairs-bench.yaml", os.path.join(W, "ours-pairs-hf-ops"), extra=["--cuda-fused-ops", "off"])
+
     def pairs_fast():
         # Not profiled: CUPTI and CUDA-graph capture are known to fail together (p2dpo turns graphs
         # off while a profile records), and this stage is here to time the graphs.
@@ -430,6 +438,13 @@ def main():
         ours = ours_train("train-bench-mb4.yaml", os.path.join(W, "ours-train-mb4-cudnn"), os.path.join(W, "profile-train-mb4-cudnn"),
                           extra=["--cudnn-attention", "on"])
         return against_train_mb4(ours, "cudnn_step_s", "default_step_s", "default_speedup_over_cudnn")
+
+    def train_mb4_lora_fp32():
+        # train_mb4 with the adapter in fp32 (PEFT without autocast) instead of bf16 from fp32 masters.
+        ours = ours_train("train-bench-mb4.yaml", os.path.join(W, "ours-train-mb4-lora-fp32"),
+                          os.path.join(W, "profile-train-mb4-lora-fp32"),
+                          extra=["--config", os.path.join(HERE, "train-lora-fp32.yaml")])
+        return against_train_mb4(ours, "lora_fp32_step_s", "default_step_s", "default_speedup_over_lora_fp32")
 
     def train_mb4_r26():
         # Only the first 26 of 32 layers recomputed: the step time saved and the memory it costs.
@@ -556,10 +571,12 @@ def main():
     stage("decode", decode, min_left=40)
     stage("train_mb4_serial", train_mb4_serial, min_left=40)
     stage("train_mb4_cudnn", train_mb4_cudnn, min_left=40)
+    stage("train_mb4_lora_fp32", train_mb4_lora_fp32, min_left=40)
     stage("pairs_cudnn", pairs_cudnn, min_left=70)
     stage("pairs_growing", pairs_growing, min_left=70)
     stage("pairs_unfused", pairs_unfused, min_left=70)
     stage("pairs_ref4", pairs_ref4, min_left=70)
+    stage("pairs_hf_ops", pairs_hf_ops, min_left=70)
     stage("peft", peft_check, min_left=40)
     stage("ddp", ddp, min_left=30)
     res["total_seconds"] = time.time() - T0

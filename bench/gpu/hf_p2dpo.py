@@ -471,6 +471,10 @@ def run_train(args):
     cfg = json.load(open(os.path.join(args.ours_run, "config.json")))
     tc = cfg.get("config", cfg.get("train", cfg))
     lora, opt_cfg, loss_cfg = tc["lora"], tc["optim"], tc["loss"]
+    # p2dpo's runtime.lora_precision: "autocast" computes the adapter in bf16 from fp32 masters, which
+    # is what PEFT does under torch.autocast (HF Trainer's bf16=True); "float32" (and runs from before
+    # the key) is PEFT's forward without autocast. The policy forward here does the same as ours.
+    lora_precision = tc.get("runtime", {}).get("lora_precision", "float32")
     dtype = torch.bfloat16
     t_load = time.time()
     base, tok, proc, pad = load_side(args.model, dtype)
@@ -528,8 +532,9 @@ def run_train(args):
             with torch.no_grad(), model.disable_adapter():
                 refs, _ = answer_logprob_sums(model, [s for s, _ in flat(1)], [p for _, ps in flat(1) for p in ps], pad,
                                               dtype)
-            pol, nt = answer_logprob_sums(model, [s for s, _ in flat(0)], [p for _, ps in flat(0) for p in ps], pad,
-                                          dtype, grad=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=lora_precision == "autocast"):
+                pol, nt = answer_logprob_sums(model, [s for s, _ in flat(0)], [p for _, ps in flat(0) for p in ps], pad,
+                                              dtype, grad=True)
             pol, refs = pol.view(len(chunk), 6), refs.view(len(chunk), 6)
             wf = torch.tensor([it[2] for it in chunk], device="cuda")
             wr = torch.tensor([it[3] for it in chunk], device="cuda")
@@ -550,7 +555,7 @@ def run_train(args):
         log(f"step {step + 1}/{steps}: {step_s[-1]:.2f} s, loss {total:.4f}, {ntok} answer tokens")
     res = {"steps": steps, "micro_batch_size": mb, "effective_batch": eff, "step_seconds": step_s,
            "loss": losses, "answer_tokens_per_step": tokens, "trainable_parameters": n_trainable,
-           "lora_dtypes": lora_dtypes, "load_s": load_s,
+           "lora_dtypes": lora_dtypes, "lora_precision": lora_precision, "load_s": load_s,
            "peak_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
            "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20}
     json.dump(res, open(args.out, "w"), indent=2)

@@ -9,6 +9,7 @@
 #include "image/decode.h"
 #include "io/errors.h"
 #include "models/attention_backend.h"
+#include "models/fused_ops.h"
 #include "train/lora.h"
 
 namespace p2dpo::cli {
@@ -24,6 +25,10 @@ void ModelFlags::add(CLI::App* cmd) {
                   "whether PyTorch may run attention on cuDNN's kernels (CUDA, PyTorch >= 2.4): auto (off: the "
                   "memory-efficient kernels, without cuDNN's per-shape plans), on (PyTorch's choice) or off")
       ->capture_default_str();
+  cmd->add_option("--cuda-fused-ops", cuda_fused_ops,
+                  "on CUDA, q/k/v in one GEMM and RMSNorm as one rms_norm op (the same values as HF's op order "
+                  "to float rounding, fewer host launches): on, or off for HF's op order exactly as on the CPU")
+      ->capture_default_str();
 }
 
 std::unique_ptr<models::VisionLanguageModel> ModelFlags::load() const {
@@ -32,8 +37,12 @@ std::unique_ptr<models::VisionLanguageModel> ModelFlags::load() const {
   opts.dtype = models::parse_dtype(dtype, "--dtype");
   opts.pad_to_square = pad_to_square;
   const auto cudnn = models::parse_cudnn_attention(cudnn_attention, "--cudnn-attention");
+  if (cuda_fused_ops != "on" && cuda_fused_ops != "off")
+    throw InputError("--cuda-fused-ops", "is '" + cuda_fused_ops + "'; expected on or off");
+  models::set_cuda_fused_ops(cuda_fused_ops == "on");
   auto model = models::load_model(model_dir, opts);
   cudnn_attention_allowed_ = models::apply_cudnn_attention(cudnn, model->device().is_cuda());
+  if (model->device().is_cuda()) cuda_fused_ops_on_ = cuda_fused_ops == "on";
   // The adapter's weights live in the model's layers (Linear::lora); the handle is not needed.
   if (!adapter_dir.empty()) train::LoraAdapter::load(*model, adapter_dir);
   return model;
@@ -41,6 +50,10 @@ std::unique_ptr<models::VisionLanguageModel> ModelFlags::load() const {
 
 nlohmann::json ModelFlags::cudnn_attention_json() const {
   return cudnn_attention_allowed_ ? nlohmann::json(*cudnn_attention_allowed_) : nlohmann::json(nullptr);
+}
+
+nlohmann::json ModelFlags::cuda_fused_ops_json() const {
+  return cuda_fused_ops_on_ ? nlohmann::json(*cuda_fused_ops_on_) : nlohmann::json(nullptr);
 }
 
 std::vector<models::PreparedImage> load_images(models::VisionLanguageModel& model,

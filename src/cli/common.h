@@ -19,15 +19,19 @@ struct ModelFlags {
   bool pad_to_square = false;
   std::string adapter_dir;  // a PEFT LoRA directory applied on top of the model ("" = none)
   std::string cudnn_attention = "auto";  // models/attention_backend.h
+  std::string cuda_fused_ops = "on";     // models/fused_ops.h
   void add(CLI::App* cmd);
-  // Loads the model and applies --cudnn-attention for its device (a process-wide switch).
+  // Loads the model, applying --cuda-fused-ops before and --cudnn-attention after (process-wide
+  // switches).
   std::unique_ptr<models::VisionLanguageModel> load() const;
-  // After load(): whether PyTorch may pick cuDNN attention kernels (null: nothing to switch, as on
-  // the CPU), for a command's JSON output.
+  // After load(), for a command's JSON output (null where there is nothing to switch, as on the
+  // CPU): whether PyTorch may pick cuDNN attention kernels; whether the model runs fused ops.
   nlohmann::json cudnn_attention_json() const;
+  nlohmann::json cuda_fused_ops_json() const;
 
  private:
   mutable std::optional<bool> cudnn_attention_allowed_;
+  mutable std::optional<bool> cuda_fused_ops_on_;
 };
 
 std::vector<models::PreparedImage> load_images(models::VisionLanguageModel& model,

@@ -98,6 +98,7 @@ void register_pairs(CLI::App& app) {
     }
     if (!summary.profile.is_null()) shown["run"]["profile"] = profile_brief(summary.profile, o->profile);
     if (const auto cudnn = o->model.cudnn_attention_json(); !cudnn.is_null()) shown["run"]["cudnn_attention"] = cudnn;
+    if (const auto fused = o->model.cuda_fused_ops_json(); !fused.is_null()) shown["run"]["cuda_fused_ops"] = fused;
     print_result(shown, o->json);
   });
 }

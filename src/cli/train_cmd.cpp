@@ -78,6 +78,7 @@ void register_train(CLI::App& app) {
     if (!r.last_metrics.is_null()) summary["last_metrics"] = r.last_metrics;
     if (!r.profile.is_null()) summary["profile"] = profile_brief(r.profile, o->profile);
     if (const auto cudnn = o->model.cudnn_attention_json(); !cudnn.is_null()) summary["cudnn_attention"] = cudnn;
+    if (const auto fused = o->model.cuda_fused_ops_json(); !fused.is_null()) summary["cuda_fused_ops"] = fused;
     print_result(summary, o->json);
   });
 }

@@ -33,6 +33,14 @@ bool set_cudnn_attention(bool allowed) {
 #endif
 }
 
+std::optional<bool> cudnn_attention_allowed() {
+#if defined(TORCH_VERSION_MAJOR) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4))
+  return at::globalContext().userEnabledCuDNNSDP();
+#else
+  return std::nullopt;
+#endif
+}
+
 std::optional<bool> apply_cudnn_attention(CudnnAttention choice, bool on_cuda) {
   if (!on_cuda) return std::nullopt;
   const bool allowed = choice == CudnnAttention::kOn;

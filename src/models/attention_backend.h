@@ -26,5 +26,7 @@ std::optional<bool> apply_cudnn_attention(CudnnAttention choice, bool on_cuda);
 
 // The switch itself (true: PyTorch may pick cuDNN); false where this PyTorch has no switch.
 bool set_cudnn_attention(bool allowed);
+// The switch's state now; nullopt where this PyTorch has none.
+std::optional<bool> cudnn_attention_allowed();
 
 }  // namespace p2dpo::models

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "io/errors.h"
+#include "models/fused_ops.h"
 #include "models/weights.h"
 
 namespace p2dpo::models {
@@ -26,9 +27,14 @@ torch::Tensor Linear::operator()(const torch::Tensor& x) const {
     if (lora->dropout > 0.0 && (torch::GradMode::is_enabled() || ForceLoraDropout::active())) {
       h = torch::dropout(h, lora->dropout, /*train=*/true);
     }
-    y = y + torch::linear(torch::linear(h.to(lora->A.scalar_type()), lora->A), lora->B)
-                    .mul(lora->scaling)
-                    .to(y.scalar_type());
+    if (lora->autocast) {
+      const auto dtype = h.scalar_type();
+      y = y + torch::linear(torch::linear(h, lora->A.to(dtype)), lora->B.to(dtype)).mul(lora->scaling);
+    } else {
+      y = y + torch::linear(torch::linear(h.to(lora->A.scalar_type()), lora->A), lora->B)
+                      .mul(lora->scaling)
+                      .to(y.scalar_type());
+    }
   }
   return y;
 }
@@ -61,7 +67,7 @@ torch::Tensor RMSNorm::operator()(const torch::Tensor& x) const {
   // run dispatch two norms per layer. The fused kernel multiplies by the weight before its single
   // rounding, where HF rounds the normalised value first: the same value to an ulp of the dtype
   // (TinyLlava's fp32 parity on the GPU, RMSNorm.OnCudaMatchesHfOrder). The CPU keeps HF's order exactly.
-  if (x.is_cuda() && weight.defined() && weight.scalar_type() == x.scalar_type())
+  if (x.is_cuda() && cuda_fused_ops() && weight.defined() && weight.scalar_type() == x.scalar_type())
     return at::rms_norm(x, {x.size(-1)}, weight, eps);
 #endif
   auto dtype = x.scalar_type();

@@ -17,6 +17,11 @@ struct LoraWeights {
   double scaling = 1.0;
   double dropout = 0.0;
   bool enabled = true;
+  // false: the adapter's path runs in fp32 (PEFT's own forward: input cast up, output cast back).
+  // true: it runs in the input's dtype, A and B cast down per call from their fp32 masters, as under
+  // torch.autocast (HF Trainer's bf16=True) or DeepSpeed bf16 (the paper's released code). Same
+  // values in fp32; in bf16 it saves two activation-sized casts per module and runs tensor cores.
+  bool autocast = false;
 };
 
 // LoRA dropout is active while autograd records (training). A layer recomputed for gradient

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "io/errors.h"
+#include "models/fused_ops.h"
 #include "models/weights.h"
 
 namespace p2dpo::models {
@@ -113,7 +114,7 @@ LlamaDecoder::LlamaDecoder(WeightStore& w, const std::string& pm, const std::str
     l.down_proj = Linear::load(w, p + ".mlp.down_proj", I, H, cfg.mlp_bias, "text_config.intermediate_size");
     layers_.push_back(std::move(l));
   }
-  if (embed_tokens_.is_cuda()) fuse_qkv_projections();
+  if (embed_tokens_.is_cuda() && cuda_fused_ops()) fuse_qkv_projections();
   // inv_freq exactly as HF: 1 / base^(arange(0, d, 2).float() / d), kept in fp32.
   auto exponents = torch::arange(0, d, 2, torch::kInt64).to(torch::kFloat32) / static_cast<float>(d);
   inv_freq_ = 1.0 / torch::pow(torch::tensor(static_cast<float>(cfg.rope_theta)), exponents);

@@ -24,6 +24,7 @@
 #include "io/json_io.h"
 #include "models/device_memory.h"
 #include "models/op_profile.h"
+#include "models/runtime_info.h"
 #include "models/synced_lap.h"
 #include "pairs/clip_scorer.h"
 #include "pairs/contrastive.h"
@@ -678,6 +679,7 @@ PairsRunSummary generate_pairs(models::VisionLanguageModel& model, const ClipSco
                                             manifest[key].dump().substr(0, 80) + "): not a continuation; use a new --out");
     }
   } else if (opt.rank == 0) {
+    manifest["model_runtime"] = models::describe_model_runtime(model);  // how the run that started it computed
     io::write_json_atomic(manifest_path, manifest);
   }
   if (opt.rank == 0) io::write_json_atomic((fs::path(opt.out_dir) / "config.json").string(), cfg.to_json());

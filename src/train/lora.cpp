@@ -476,6 +476,10 @@ void LoraAdapter::set_enabled(bool on) {
   for (auto& s : slots_) s.weights->enabled = on;
 }
 
+void LoraAdapter::set_autocast(bool on) {
+  for (auto& s : slots_) s.weights->autocast = on;
+}
+
 nlohmann::json LoraAdapter::peft_config_json(const std::string& base_model_path) const {
   std::string target;
   if (covers_all_layers_) {

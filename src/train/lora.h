@@ -108,6 +108,9 @@ class LoraAdapter {
 
   void set_enabled(bool on);  // off: the model computes exactly the base model (reference log-probs)
   bool enabled() const { return enabled_; }
+  // Adapter matmuls in the activations' dtype (bf16 on CUDA) with fp32 master weights, as under
+  // autocast; off (the default, and what eval and merge use): fp32 as PEFT computes without autocast.
+  void set_autocast(bool on);
 
   // Writes dir/adapter_model.safetensors then dir/adapter_config.json, each atomically (temp +
   // rename), as PEFT's save_pretrained does for this model; `base_model_path` goes into

@@ -29,6 +29,7 @@ json P2DpoTrainConfig::to_json() const {
       {"runtime",
        {{"share_prefixes", share_prefixes}, {"split_cost_positions", split_cost_positions},
         {"feature_cache_mb", feature_cache_mb}, {"prefetch_images", prefetch_images}, {"dtype", dtype},
+        {"lora_precision", lora_precision},
         {"recompute_layers", recompute_layers < 0 ? json(true) : recompute_layers == 0 ? json(false) : json(recompute_layers)},
         {"reference_check_tolerance", reference_check_tolerance},
         {"grad_backend", grad_backend}}},
@@ -86,6 +87,8 @@ P2DpoTrainConfig from_resolved(const json& j, const std::string& path) {
   c.feature_cache_mb = r.at("feature_cache_mb");
   c.prefetch_images = r.value("prefetch_images", true);  // absent from configs written before it
   c.dtype = r.at("dtype");
+  // Configs written before the key ran the adapter in fp32.
+  c.lora_precision = r.value("lora_precision", "float32");
   if (const json& rl = r.at("recompute_layers"); rl.is_boolean()) {
     c.recompute_layers = rl.get<bool>() ? -1 : 0;
   } else if (rl.is_number_integer() && rl.get<int64_t>() >= 0) {
@@ -109,6 +112,7 @@ P2DpoTrainConfig from_resolved(const json& j, const std::string& path) {
   one_of("reference", c.reference, {"recorded", "recompute"});
   one_of("runtime.dtype", c.dtype, {"auto", "float32", "bfloat16"});
   one_of("runtime.grad_backend", c.grad_backend, {"auto", "gloo"});
+  one_of("runtime.lora_precision", c.lora_precision, {"autocast", "float32"});
   if (c.lora.r < 1) fail("lora.r", "must be >= 1");
   if (!(c.lora.dropout >= 0 && c.lora.dropout < 1)) fail("lora.dropout", "must be in [0, 1)");
   if (c.lora.target_modules.empty()) fail("lora.target_modules", "is empty");
@@ -126,6 +130,18 @@ P2DpoTrainConfig from_resolved(const json& j, const std::string& path) {
 }
 
 }  // namespace
+
+bool same_run_config(json saved, const json& resolved, bool fp32_model) {
+  if (!saved.is_object()) return false;
+  if (saved.contains("runtime") && saved["runtime"].is_object() && !saved["runtime"].contains("lora_precision"))
+    saved["runtime"]["lora_precision"] = "float32";
+  json filled = resolved;
+  filled.merge_patch(saved);
+  std::vector<const char*> free_keys{"grad_backend", "feature_cache_mb", "prefetch_images"};
+  if (fp32_model) free_keys.push_back("lora_precision");
+  for (const char* key : free_keys) filled["runtime"][key] = resolved["runtime"][key];
+  return filled == resolved;
+}
 
 P2DpoTrainConfig train_preset(const std::string& preset) {
   P2DpoTrainConfig c;

@@ -61,6 +61,11 @@ struct P2DpoTrainConfig {
   // this one trains (the 7B step's GPU sat idle for ~0.35 s of 3.1 s doing it in line, H200).
   bool prefetch_images = true;
   std::string dtype = "auto";       // auto (fp32 on CPU, bf16 on CUDA) | float32 | bfloat16
+  // How the adapter computes next to a bf16 model: "autocast" = in bf16 with fp32 master weights,
+  // as torch.autocast (HF Trainer bf16=True) and DeepSpeed bf16 (the paper's released code) do;
+  // "float32" = PEFT's forward without autocast (input cast up, output cast back). An fp32 model
+  // computes the same either way.
+  std::string lora_precision = "autocast";
   // Activation recomputation per decoder layer (less memory, ~1/3 more compute): how many layers,
   // from the first, keep only their inputs; 0 none (config: false), -1 all (config: true).
   int64_t recompute_layers = 0;
@@ -73,6 +78,13 @@ struct P2DpoTrainConfig {
 };
 
 P2DpoTrainConfig train_preset(const std::string& preset);
+// Whether a checkpoint's resolved config (`saved`) describes the run `resolved` would continue.
+// Keys added since that run started are compared as this run has them, except
+// runtime.lora_precision, which such runs had as float32. Free to differ: how ranks sum gradients
+// (float rounding only), where pairs' inputs are built and kept (nothing), and, on an fp32 model,
+// lora_precision (the same ops). How rows split into forwards is part of a run: LoRA dropout draws
+// its masks per forward.
+bool same_run_config(nlohmann::json saved, const nlohmann::json& resolved, bool fp32_model);
 // preset (preset_override, else the file's "preset", else "paper") + the file (may be empty).
 P2DpoTrainConfig load_train_config(const std::string& path, const std::string& preset_override = "");
 // Several files, each overlaid on the previous ones (a shared recipe, then a run's changes); the

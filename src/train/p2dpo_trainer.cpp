@@ -15,7 +15,9 @@
 #include "image/decode.h"
 #include "io/errors.h"
 #include "io/json_io.h"
+#include "models/layers.h"
 #include "models/op_profile.h"
+#include "models/runtime_info.h"
 #include "models/synced_lap.h"
 #include "pairs/responses.h"
 #include "pairs/views.h"
@@ -255,6 +257,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
       model.set_activation_recomputation(0);
     }
   } restore{lora, model};
+  lora.set_autocast(cfg.lora_precision == "autocast");
   const std::map<std::string, torch::Tensor>& params = lora.parameters();
   for (const auto& [name, p] : params) p.requires_grad_(true);
   AdamW optimizer(params, cfg.adamw);
@@ -270,6 +273,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
   schedule.min_lr_ratio = cfg.min_lr_ratio;
 
   const json resolved = cfg.to_json();
+  const torch::Dtype model_dtype = model.linear_layers().front().layer->weight.scalar_type();
   TrainState state;
   P2DpoRunResult result;
   result.total_steps = total_steps;
@@ -277,18 +281,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
   if (latest) {
     const json manifest = read_checkpoint_manifest(*latest);
     json saved = manifest.value("extra", json::object()).value("config", json());
-    // Keys added since that run started are compared as this run has them; how gradients are summed
-    // across ranks changes nothing but float rounding, and where pairs' inputs are built and kept
-    // changes nothing at all, so a run may resume with other values of those.
-    // (How rows split into forwards is part of a run: LoRA dropout draws its masks per forward.)
-    if (saved.is_object()) {
-      json filled = resolved;
-      filled.merge_patch(saved);
-      for (const char* free_key : {"grad_backend", "feature_cache_mb", "prefetch_images"})
-        filled["runtime"][free_key] = resolved["runtime"][free_key];
-      saved = filled;
-    }
-    if (saved != resolved)
+    if (!same_run_config(saved, resolved, model_dtype == torch::kFloat32))
       throw InputError(*latest, "was written with another config (see its state.json 'extra.config'); a resumed run must use the same one");
     state = load_checkpoint(*latest, params, optimizer);
     sampler.set_position(state.data);
@@ -306,7 +299,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
                           json{{"config", resolved}, {"model", opt.model_dir}, {"pairs", opt.pairs_path},
                            {"images", opt.images_dir}, {"world_size", world}, {"pairs_count", data.size()},
                            {"total_steps", total_steps}, {"steps_per_epoch", steps_per_epoch},
-                           {"trainable_parameters", count_elements(params)}});
+                           {"trainable_parameters", count_elements(params)}, {"model_runtime", models::describe_model_runtime(model)}});
   }
   std::optional<MetricsLogger> metrics;
   if (rank == 0) metrics.emplace((fs::path(opt.out_dir) / "metrics.jsonl").string(), latest ? std::optional<int64_t>(state.step) : std::nullopt);

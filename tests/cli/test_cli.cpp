@@ -199,6 +199,17 @@ TEST(Cli, CudnnAttentionChoiceChangesNothingOnTheCpu) {
     ASSERT_EQ(r.status, 0) << r.out;
     EXPECT_EQ(r.out, plain.out) << choice;
   }
+  // So is --cuda-fused-ops (models/fused_ops.h): the CPU always runs HF's op order.
+  for (const std::string choice : {"on", "off"}) {
+    auto v = a;
+    v.insert(v.end(), {"--cuda-fused-ops", choice});
+    const auto r = run(v);
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(r.out, plain.out) << choice;
+  }
+  auto bad = a;
+  bad.insert(bad.end(), {"--cuda-fused-ops", "maybe"});
+  expect_input_error(run(bad), "--cuda-fused-ops", "maybe");
 }
 
 TEST(CliBadInput, UnknownDevice) {

@@ -17,6 +17,7 @@
 #include "infer/scoring.h"
 #include "models/device_memory.h"
 #include "models/fixture_util.h"
+#include "models/fused_ops.h"
 #include "models/llava.h"
 #include "test_paths.h"
 
@@ -354,6 +355,24 @@ TEST_F(TinyLlava, FrozenCacheAndCudaGraphsDecodeLikeTheGrowingCache) {
     const auto b = model_->forward(step).logits;
     EXPECT_TRUE(torch::equal(a, b)) << "token " << token;
   }
+}
+
+TEST(TinyLlavaLoad, CudaFusedOpsSwitchDecidesTheFusedProjectionsAtLoad) {
+  // models/fused_ops.h: on CUDA the decoder fuses q/k/v at load unless the switch is off; the CPU
+  // keeps HF's three projections either way. Off also restores HF's RMSNorm order, bit for bit.
+  const bool cuda = test::test_device().is_cuda();
+  for (const bool on : {true, false}) {
+    models::set_cuda_fused_ops(on);
+    auto model = models::LlavaModel::load(test::data_path("llava-tiny-sharp-s0"), {test::test_device()});
+    for (auto& layer : model->language_model().layers()) EXPECT_EQ(layer.qkv_weight.defined(), cuda && on) << on;
+    const auto& norm = model->language_model().layers()[0].input_layernorm;
+    const auto x = torch::randn({2, 3, norm.weight.size(0)}, norm.weight.options());
+    const auto x32 = x.to(torch::kFloat32);
+    const auto hf = norm.weight * (x32 * torch::rsqrt(x32.pow(2).mean(-1, true) + norm.eps)).to(x.scalar_type());
+    if (!on || !cuda) EXPECT_TRUE(torch::equal(norm(x), hf)) << on;
+    EXPECT_LE((norm(x) - hf).abs().max().item<double>(), 1e-5) << on;
+  }
+  models::set_cuda_fused_ops(true);
 }
 
 TEST_F(TinyLlava, FusedQkvProjectionsComputeTheSameLayers) {

@@ -32,6 +32,54 @@ TEST(Linear, LoraAddsScaledLowRankUpdateAndCanBeDisabled) {
   EXPECT_TRUE(torch::allclose(l(x), base));
 }
 
+// runtime.lora_precision: "autocast" runs the adapter in the activations' dtype from fp32 masters
+// (torch.autocast / DeepSpeed bf16), "float32" in fp32 as PEFT's forward does without autocast.
+TEST(Linear, LoraAutocastRunsInTheInputDtypeFromFloat32Masters) {
+  torch::manual_seed(0);
+  const auto dev = test::test_device();
+  models::Linear l;
+  l.weight = torch::randn({6, 8}).to(dev);
+  auto lora = std::make_shared<models::LoraWeights>();
+  lora->A = (torch::randn({2, 8}) * 0.3).to(dev).requires_grad_(true);
+  lora->B = (torch::randn({6, 2}) * 0.3).to(dev).requires_grad_(true);
+  lora->scaling = 2.0;
+  l.lora = lora;
+  auto run = [&](const torch::Tensor& x, bool autocast) {
+    lora->autocast = autocast;
+    lora->A.mutable_grad() = torch::Tensor();
+    lora->B.mutable_grad() = torch::Tensor();
+    auto y = l(x);
+    (y.to(torch::kFloat32) * torch::arange(6, torch::kFloat32).to(dev)).sum().backward();
+    return std::make_tuple(y.detach(), lora->A.grad().clone(), lora->B.grad().clone());
+  };
+  // An fp32 model: the same ops either way, to the bit, gradients included.
+  const auto x32 = torch::randn({3, 5, 8}).to(dev);
+  const auto [y_fp, ga_fp, gb_fp] = run(x32, false);
+  const auto [y_ac, ga_ac, gb_ac] = run(x32, true);
+  EXPECT_TRUE(torch::equal(y_fp, y_ac));
+  EXPECT_TRUE(torch::equal(ga_fp, ga_ac));
+  EXPECT_TRUE(torch::equal(gb_fp, gb_ac));
+  // A bf16 model: autocast is the bf16 formula exactly, and its gradients reach the fp32 masters.
+  l.weight = l.weight.to(torch::kBFloat16);
+  const auto x16 = x32.to(torch::kBFloat16);
+  const auto [y16_fp, ga16_fp, gb16_fp] = run(x16, false);
+  const auto [y16_ac, ga16_ac, gb16_ac] = run(x16, true);
+  EXPECT_EQ(y16_ac.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(y16_fp.scalar_type(), torch::kBFloat16);
+  const auto want = torch::linear(x16, l.weight) +
+                    torch::linear(torch::linear(x16, lora->A.detach().to(torch::kBFloat16)),
+                                  lora->B.detach().to(torch::kBFloat16)).mul(2.0);
+  EXPECT_TRUE(torch::equal(y16_ac, want));
+  EXPECT_EQ(ga16_ac.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(gb16_ac.scalar_type(), torch::kFloat32);
+  // The two precisions agree to bf16 rounding, and they do round differently.
+  EXPECT_LE((y16_ac.to(torch::kFloat32) - y16_fp.to(torch::kFloat32)).abs().max().item<double>(),
+            0.05 * y16_fp.to(torch::kFloat32).abs().max().item<double>());
+  EXPECT_FALSE(torch::equal(y16_ac, y16_fp));
+  EXPECT_LE((ga16_ac - ga16_fp).abs().max().item<double>(), 0.05 * ga16_fp.abs().max().item<double>());
+  EXPECT_LE((gb16_ac - gb16_fp).abs().max().item<double>(), 0.05 * gb16_fp.abs().max().item<double>());
+}
+
 TEST(RMSNorm, NormalisesInFloat32ThenCastsBeforeTheWeight) {
   models::RMSNorm n;
   n.weight = torch::tensor({2.0f, 0.5f});

@@ -177,6 +177,10 @@ TEST(PairsPipeline, RecordsStatsAndResume) {
   EXPECT_EQ(summary.generated_now, 5);
   for (const char* f : {"config.json", "manifest.json", "generated.jsonl", "pairs.jsonl", "filtered.jsonl", "stats.json"})
     EXPECT_TRUE(fs::exists(full + "/" + f)) << f;
+  const auto runtime = io::read_json_file(full + "/manifest.json").at("model_runtime");  // how the model computed
+  EXPECT_EQ(runtime.at("device"), "cpu");
+  EXPECT_EQ(runtime.at("dtype"), "float32");
+  EXPECT_FALSE(runtime.contains("cuda_fused_ops"));  // a CUDA switch: only where it applies
   const auto recs = io::read_jsonl_file(full + "/pairs.jsonl");
   ASSERT_EQ(recs.size(), 5u);
   for (size_t i = 0; i < recs.size(); ++i) {

@@ -158,6 +158,13 @@ TEST(TrainConfig, PresetsFilesAndErrors) {
   EXPECT_EQ(load_train_config(dir + "/g2.json").grad_backend, "gloo");
   EXPECT_EQ(load_train_config(dir + "/g2.json").split_cost_positions, 1024);
   EXPECT_EQ(paper.split_cost_positions, 64);
+  EXPECT_EQ(paper.lora_precision, "autocast");
+  EXPECT_EQ(paper.to_json()["runtime"]["lora_precision"], "autocast");
+  { std::ofstream(dir + "/lp.json") << R"({"runtime": {"lora_precision": "float32"}})"; }
+  EXPECT_EQ(load_train_config(dir + "/lp.json").lora_precision, "float32");
+  { std::ofstream(dir + "/lp.json") << R"({"runtime": {"lora_precision": "fp16"}})"; }
+  err = test::error_of([&] { load_train_config(dir + "/lp.json"); });
+  EXPECT_NE(err.find("runtime.lora_precision"), std::string::npos) << err;
   // runtime.recompute_layers: true (every layer), false (none) or how many layers from the first.
   EXPECT_EQ(paper.recompute_layers, 0);
   for (const auto& [text, layers] : std::vector<std::pair<std::string, int64_t>>{{"true", -1}, {"false", 0}, {"3", 3}}) {
@@ -180,6 +187,31 @@ TEST(TrainConfig, PresetsFilesAndErrors) {
   apply_ablation(a, "focus");
   EXPECT_THROW(apply_ablation(a, "robust"), InputError);
   EXPECT_THROW(apply_ablation(a, "nothing"), InputError);
+}
+
+TEST(TrainConfig, ResumeComparesWhatMakesARun) {
+  const nlohmann::json now = train_preset("paper").to_json();
+  EXPECT_TRUE(same_run_config(now, now, false));
+  EXPECT_FALSE(same_run_config(nlohmann::json(), now, false));  // a checkpoint without its config
+  auto changed = now;
+  changed["optim"]["lr"] = 1.0;
+  EXPECT_FALSE(same_run_config(changed, now, false));
+  changed = now;
+  changed["runtime"]["grad_backend"] = "gloo";  // float rounding only
+  changed["runtime"]["prefetch_images"] = false;
+  EXPECT_TRUE(same_run_config(changed, now, false));
+  // A key added since a run started is compared as this run has it ...
+  auto older = now;
+  older["runtime"].erase("split_cost_positions");
+  EXPECT_TRUE(same_run_config(older, now, false));
+  // ... except lora_precision: runs from before it trained their adapters in fp32. That matters
+  // next to a bf16 model, not next to an fp32 one.
+  older["runtime"].erase("lora_precision");
+  EXPECT_FALSE(same_run_config(older, now, false));
+  EXPECT_TRUE(same_run_config(older, now, true));
+  auto fp32_now = now;
+  fp32_now["runtime"]["lora_precision"] = "float32";
+  EXPECT_TRUE(same_run_config(older, fp32_now, false));
 }
 
 TEST(TrainP2Dpo, WorldPairsLossFallsRewardsRise) {
@@ -210,7 +242,13 @@ TEST(TrainP2Dpo, WorldPairsLossFallsRewardsRise) {
       EXPECT_TRUE(rec.contains(key)) << key;
   // The adapter is a PEFT directory; the model is the base again after training.
   EXPECT_TRUE(fs::exists(out + "/adapter/adapter_config.json"));
-  EXPECT_TRUE(fs::exists(out + "/config.json"));
+  ASSERT_TRUE(fs::exists(out + "/config.json"));
+  // Beside the resolved config: how the model computed (device, dtype, PyTorch).
+  const auto run_config = io::read_json_file(out + "/config.json");
+  EXPECT_EQ(run_config.at("config").at("runtime").at("lora_precision"), "autocast");
+  EXPECT_EQ(run_config.at("model_runtime").at("device"), "cpu");
+  EXPECT_EQ(run_config.at("model_runtime").at("dtype"), "float32");
+  EXPECT_FALSE(run_config.at("model_runtime").at("torch").get<std::string>().empty());
   const auto adapter = adapter_of(out);
   EXPECT_EQ(adapter.size(), 2u * 4u * static_cast<size_t>(model->info().num_layers));
   for (const auto& l : model->linear_layers()) EXPECT_FALSE(l.layer->lora) << l.name;
@@ -242,6 +280,7 @@ TEST(TrainP2Dpo, KilledRunResumesToTheSameAdapter) {
   o.resume = true;
   P2DpoTrainConfig other_backend = cfg;  // how ranks sum gradients is not part of a run's identity
   other_backend.grad_backend = "gloo";
+  other_backend.lora_precision = "float32";  // the world model is fp32: the same ops either way
   const auto r = train_p2dpo(*model, other_backend, o);
   ASSERT_TRUE(r.resumed_from.has_value());
   EXPECT_EQ(*r.resumed_from, 2);
