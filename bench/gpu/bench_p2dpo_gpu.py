@@ -407,7 +407,8 @@ def main():
             med = lambda v: sorted(v[1:] or v)[len(v[1:] or v) // 2]  # the first step warms up
             r["summary"] = {"ours_step_s": steady_median(ours["step_seconds"]), "hf_peft_step_s": med(hfr["step_seconds"]),
                             "step_rate_ratio": med(hfr["step_seconds"]) / steady_median(ours["step_seconds"]),
-                            "ours_peak_gpu_mib": peak_or(ours), "hf_peft_peak_gpu_mib": peak_or(hfr)}
+                            "ours_peak_gpu_mib": peak_or(ours), "hf_peft_peak_gpu_mib": peak_or(hfr),
+                            "hf_peft_lora_precision": hfr.get("lora_precision")}
         return r
 
     def train_mb4():

@@ -475,6 +475,7 @@ def run_train(args):
     # is what PEFT does under torch.autocast (HF Trainer's bf16=True); "float32" (and runs from before
     # the key) is PEFT's forward without autocast. The policy forward here does the same as ours.
     lora_precision = tc.get("runtime", {}).get("lora_precision", "float32")
+    autocast_error = None
     dtype = torch.bfloat16
     t_load = time.time()
     base, tok, proc, pad = load_side(args.model, dtype)
@@ -532,9 +533,20 @@ def run_train(args):
             with torch.no_grad(), model.disable_adapter():
                 refs, _ = answer_logprob_sums(model, [s for s, _ in flat(1)], [p for _, ps in flat(1) for p in ps], pad,
                                               dtype)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=lora_precision == "autocast"):
-                pol, nt = answer_logprob_sums(model, [s for s, _ in flat(0)], [p for _, ps in flat(0) for p in ps], pad,
-                                              dtype, grad=True)
+            def policy():
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=lora_precision == "autocast"):
+                    return answer_logprob_sums(model, [s for s, _ in flat(0)], [p for _, ps in flat(0) for p in ps],
+                                               pad, dtype, grad=True)
+            try:
+                pol, nt = policy()
+            except Exception as e:  # keep the baseline: PEFT's forward without autocast, recorded as such
+                if lora_precision != "autocast" or step > 0:
+                    raise
+                autocast_error = f"{type(e).__name__}: {e}"[:300]
+                log(f"autocast policy forward failed ({autocast_error}); running it without autocast")
+                lora_precision = "float32 (autocast failed)"
+                torch.cuda.empty_cache()
+                pol, nt = policy()
             pol, refs = pol.view(len(chunk), 6), refs.view(len(chunk), 6)
             wf = torch.tensor([it[2] for it in chunk], device="cuda")
             wr = torch.tensor([it[3] for it in chunk], device="cuda")
@@ -555,7 +567,7 @@ def run_train(args):
         log(f"step {step + 1}/{steps}: {step_s[-1]:.2f} s, loss {total:.4f}, {ntok} answer tokens")
     res = {"steps": steps, "micro_batch_size": mb, "effective_batch": eff, "step_seconds": step_s,
            "loss": losses, "answer_tokens_per_step": tokens, "trainable_parameters": n_trainable,
-           "lora_dtypes": lora_dtypes, "lora_precision": lora_precision, "load_s": load_s,
+           "lora_dtypes": lora_dtypes, "lora_precision": lora_precision, "autocast_error": autocast_error, "load_s": load_s,
            "peak_allocated_mib": torch.cuda.max_memory_allocated() / 2**20,
            "peak_reserved_mib": torch.cuda.max_memory_reserved() / 2**20}
     json.dump(res, open(args.out, "w"), indent=2)
