@@ -4,6 +4,7 @@
 #include <torch/utils.h>
 
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "io/errors.h"
@@ -44,24 +45,43 @@ AdamW::AdamW(const std::map<std::string, torch::Tensor>& params, AdamWConfig con
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   const double beta1 = config_.beta1, beta2 = config_.beta2;
+  // The parameters that share a decay and a step count update together, each operation once over
+  // the whole list (torch.optim's foreach path): on CUDA a handful of multi-tensor kernels instead
+  // of ~10 ops per parameter (a 7B LoRA has 256 tensors; GPU run 6's optimizer phase dispatched
+  // 3,855 host ops with the GPU 9 % busy). Elementwise, the same arithmetic per tensor as one at a
+  // time: TrainAdamW.BitIdenticalToTorchOptimAdamW.
+  struct Group {
+    std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs;
+  };
+  std::map<std::pair<double, int64_t>, Group> groups;
   for (auto& [name, s] : slots_) {
-    torch::Tensor& p = s.param;
-    const torch::Tensor& grad = p.grad();
+    const torch::Tensor& grad = s.param.grad();
     if (!grad.defined()) continue;
-    // Decoupled decay first, on the pre-update weights (libtorch 1.13 / torch.optim order).
-    if (s.weight_decay != 0) p.mul_(1 - lr * s.weight_decay);
     if (!s.exp_avg.defined()) {
-      s.exp_avg = torch::zeros_like(p, torch::MemoryFormat::Preserve);
-      s.exp_avg_sq = torch::zeros_like(p, torch::MemoryFormat::Preserve);
+      s.exp_avg = torch::zeros_like(s.param, torch::MemoryFormat::Preserve);
+      s.exp_avg_sq = torch::zeros_like(s.param, torch::MemoryFormat::Preserve);
     }
     s.step += 1;
-    const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(s.step));
-    const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(s.step));
-    s.exp_avg.mul_(beta1).add_(grad, 1 - beta1);
-    s.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
-    const torch::Tensor denom = (s.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(config_.eps);
-    const double step_size = lr / bias_correction1;
-    p.addcdiv_(s.exp_avg, denom, -step_size);
+    Group& g = groups[{s.weight_decay, s.step}];
+    g.params.push_back(s.param);
+    g.grads.push_back(grad);
+    g.exp_avgs.push_back(s.exp_avg);
+    g.exp_avg_sqs.push_back(s.exp_avg_sq);
+  }
+  for (auto& [key, g] : groups) {
+    const auto [weight_decay, step] = key;
+    // Decoupled decay first, on the pre-update weights (libtorch 1.13 / torch.optim order).
+    if (weight_decay != 0) at::_foreach_mul_(g.params, 1 - lr * weight_decay);
+    const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(step));
+    const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(step));
+    at::_foreach_mul_(g.exp_avgs, beta1);
+    at::_foreach_add_(g.exp_avgs, g.grads, 1 - beta1);
+    at::_foreach_mul_(g.exp_avg_sqs, beta2);
+    at::_foreach_addcmul_(g.exp_avg_sqs, g.grads, g.grads, 1 - beta2);
+    std::vector<torch::Tensor> denom = at::_foreach_sqrt(g.exp_avg_sqs);
+    at::_foreach_div_(denom, std::sqrt(bias_correction2));
+    at::_foreach_add_(denom, config_.eps);
+    at::_foreach_addcdiv_(g.params, g.exp_avgs, denom, -lr / bias_correction1);
   }
 }
 
