@@ -15,7 +15,6 @@
 #include "image/decode.h"
 #include "io/errors.h"
 #include "io/json_io.h"
-#include "models/layers.h"
 #include "models/op_profile.h"
 #include "models/runtime_info.h"
 #include "models/synced_lap.h"
@@ -273,7 +272,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
   schedule.min_lr_ratio = cfg.min_lr_ratio;
 
   const json resolved = cfg.to_json();
-  const torch::Dtype model_dtype = model.linear_layers().front().layer->weight.scalar_type();
+  const json model_runtime = models::describe_model_runtime(model);  // device, dtype, kernel switches
   TrainState state;
   P2DpoRunResult result;
   result.total_steps = total_steps;
@@ -281,7 +280,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
   if (latest) {
     const json manifest = read_checkpoint_manifest(*latest);
     json saved = manifest.value("extra", json::object()).value("config", json());
-    if (!same_run_config(saved, resolved, model_dtype == torch::kFloat32))
+    if (!same_run_config(saved, resolved, model_runtime.at("dtype") == "float32"))
       throw InputError(*latest, "was written with another config (see its state.json 'extra.config'); a resumed run must use the same one");
     state = load_checkpoint(*latest, params, optimizer);
     sampler.set_position(state.data);
@@ -299,7 +298,7 @@ P2DpoRunResult train_p2dpo(models::VisionLanguageModel& model, const P2DpoTrainC
                           json{{"config", resolved}, {"model", opt.model_dir}, {"pairs", opt.pairs_path},
                            {"images", opt.images_dir}, {"world_size", world}, {"pairs_count", data.size()},
                            {"total_steps", total_steps}, {"steps_per_epoch", steps_per_epoch},
-                           {"trainable_parameters", count_elements(params)}, {"model_runtime", models::describe_model_runtime(model)}});
+                           {"trainable_parameters", count_elements(params)}, {"model_runtime", model_runtime}});
   }
   std::optional<MetricsLogger> metrics;
   if (rank == 0) metrics.emplace((fs::path(opt.out_dir) / "metrics.jsonl").string(), latest ? std::optional<int64_t>(state.step) : std::nullopt);
